@@ -1,0 +1,113 @@
+"""transformers WhisperEncoder (alone or inside WhisperModel / WhisperForConditionalGeneration).
+
+Units: conv1's output channels (`conv`; the gate multiplies gelu(conv1(x)), i.e. conv2's
+input channels), the heads of every self-attention (`head`), the FFN neurons (`ffn`).
+WhisperAttention reshapes keys and values with its `num_heads` attribute, so shrinking
+heads updates it.
+"""
+from __future__ import annotations
+
+import torch
+import transformers
+
+from ..units import Slice, UnitGroup
+from .base import (BiasOnly, Family, apply_slices, gate_input_channels, gate_input_last_dim,
+                   replace_module, sync_metadata)
+from .wav2vec2 import _params
+
+CLASSES = ("WhisperEncoder", "WhisperModel", "WhisperForConditionalGeneration")
+
+
+class WhisperFamily(Family):
+    name = "whisper"
+
+    def matches(self, model):
+        return type(model).__name__ in CLASSES
+
+    def encoder(self, model):
+        """(the WhisperEncoder, its dotted path inside `model`)."""
+        name = type(model).__name__
+        path = {"WhisperEncoder": "", "WhisperModel": "encoder",
+                "WhisperForConditionalGeneration": "model.encoder"}[name]
+        return (model.get_submodule(path) if path else model), (path + "." if path else "")
+
+    def discover(self, model, kinds):
+        root = model
+        model, pre = self.encoder(root)
+        cfg = model.config
+        d = cfg.d_model
+        groups = {}
+        enc_rate = 1.0 / (model.conv1.stride[0] * model.conv2.stride[0])
+        if "conv" in kinds:
+            c = model.conv1.out_channels
+            slices = [Slice(f"{pre}conv1.weight", 0), Slice(f"{pre}conv1.bias", 0), Slice(f"{pre}conv2.weight", 1)]
+            flops = 2 * cfg.num_mel_bins * 3 + 2 * model.conv2.out_channels * 3 * enc_rate
+            groups[f"{pre}conv1"] = UnitGroup(f"{pre}conv1", "conv", c, slices, _params(root, slices, c),
+                                        flops, min_keep=1)
+        heads = cfg.encoder_attention_heads
+        dh = d // heads
+        t = cfg.max_source_positions
+        for i, layer in enumerate(model.layers):
+            p = f"{pre}layers.{i}"
+            if "head" in kinds:
+                a = f"{p}.self_attn"
+                slices = [Slice(f"{a}.{n}_proj.weight", 0, dh) for n in "qkv"]
+                slices += [Slice(f"{a}.{n}_proj.bias", 0, dh) for n in "qkv"
+                           if getattr(layer.self_attn, f"{n}_proj").bias is not None]
+                slices.append(Slice(f"{a}.out_proj.weight", 1, dh))
+                flops = (2 * 4 * d * dh + 4 * t * dh) * enc_rate
+                groups[f"{a}.heads"] = UnitGroup(f"{a}.heads", "head", heads, slices,
+                                                 _params(root, slices, heads), flops)
+            if "ffn" in kinds:
+                n = layer.fc1.out_features
+                slices = [Slice(f"{p}.fc1.weight", 0), Slice(f"{p}.fc1.bias", 0),
+                          Slice(f"{p}.fc2.weight", 1)]
+                groups[f"{p}.ffn"] = UnitGroup(f"{p}.ffn", "ffn", n, slices,
+                                               _params(root, slices, n), 4 * d * enc_rate)
+        return groups
+
+    def install_gates(self, mm):
+        model, undo = mm.backbone, []
+        for name, group in mm.groups.items():
+            if group.kind == "conv":
+                undo.append(gate_input_channels(self.encoder(model)[0].conv2, mm, name))
+            elif group.kind == "head":
+                att = model.get_submodule(name.rsplit(".", 1)[0])
+                undo.append(gate_input_last_dim(att.out_proj, mm, name, block=att.head_dim))
+            elif group.kind == "ffn":
+                undo.append(gate_input_last_dim(model.get_submodule(name.rsplit(".", 1)[0]).fc2, mm, name))
+        return undo
+
+    def shrink(self, model, groups, keep):
+        apply_slices(model, groups, keep)
+        sync_metadata(model)
+        enc, pre = self.encoder(model)
+        for i, layer in enumerate(enc.layers):
+            name = f"{pre}layers.{i}.self_attn.heads"
+            if name not in keep:
+                continue
+            kept = int(keep[name].sum())
+            if kept == 0:
+                att = layer.self_attn
+                replace_module(model, f"{pre}layers.{i}.self_attn",
+                               BiasOnly(att.out_proj.bias, att.out_proj.out_features))
+            else:
+                layer.self_attn.num_heads = kept
+        return model
+
+    def probe_inputs(self, model, generator):
+        model = self.encoder(model)[0]
+        cfg = model.config
+        frames = cfg.max_source_positions * model.conv1.stride[0] * model.conv2.stride[0]
+        return {"input_features": torch.randn(2, cfg.num_mel_bins, frames, generator=generator)}
+
+    def run_probe(self, model, inputs):
+        return self.encoder(model)[0](**inputs)
+
+    def describe(self, model):
+        return {"class": type(model).__name__, "config": model.config.to_dict()}
+
+    def build(self, desc):
+        from transformers.models.whisper import modeling_whisper
+        cls = getattr(modeling_whisper, desc["class"])
+        return cls(transformers.WhisperConfig.from_dict(desc["config"]))

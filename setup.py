@@ -1,0 +1,58 @@
+"""One distribution: `subnet` (python/subnet) and `subnet_kernels` (+ its C++/CUDA extension).
+
+The extension `subnet_kernels._C` is built from csrc/: the C++ CPU sources always, the CUDA
+sources when nvcc and a CUDA build of torch are present (or FORCE_CUDA=1). Build with
+`pip install --no-build-isolation -e .` so that the pinned torch is the one compiled against.
+"""
+import glob
+import os
+
+from setuptools import find_packages, setup
+
+
+def _extension():
+    try:
+        import torch
+        from torch.utils import cpp_extension
+    except ImportError:  # metadata-only builds
+        return [], {}
+    cpu_sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+    if not cpu_sources:
+        return [], {}
+    cuda_sources = sorted(glob.glob("csrc/cuda/*.cu"))
+    want_cuda = os.environ.get("FORCE_CUDA") == "1" or (
+        torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
+    )
+    if os.environ.get("SUBNET_NO_CUDA") == "1":
+        want_cuda = False
+    extra = {"cxx": ["-O3", "-std=c++17", "-fopenmp"]}
+    if want_cuda and cuda_sources:
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
+        extra["nvcc"] = ["-O3", "-std=c++17"]
+        ext = cpp_extension.CUDAExtension(
+            "subnet_kernels._C", cpu_sources + cuda_sources,
+            define_macros=[("SUBNET_WITH_CUDA", "1")], extra_compile_args=extra,
+            extra_link_args=["-fopenmp"],
+        )
+    else:
+        ext = cpp_extension.CppExtension(
+            "subnet_kernels._C", cpu_sources, extra_compile_args=extra,
+            extra_link_args=["-fopenmp"],
+        )
+    return [ext], {"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)}
+
+
+ext_modules, cmdclass = _extension()
+
+setup(
+    name="subnet",
+    version="0.1.0",
+    description="Extract small, fast, task-specific subnetworks from pretrained audio encoders",
+    python_requires=">=3.10",
+    package_dir={"subnet": "python/subnet", "subnet_kernels": "subnet_kernels"},
+    packages=["subnet"] + ["subnet." + p for p in find_packages("python/subnet")]
+    + ["subnet_kernels"] + ["subnet_kernels." + p for p in find_packages("subnet_kernels")],
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+    entry_points={"console_scripts": ["subnet=subnet.cli:main"]},
+)
