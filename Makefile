@@ -1,0 +1,30 @@
+# Two commands do all the set-up on a fresh machine: `make test` and `make demo`.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+CUDA_HOME ?= /usr/local/cuda
+export CUDA_HOME
+
+.PHONY: .venv test test-fast demo clean
+
+# the pinned stack, then the project in editable mode (builds subnet_kernels._C against that torch)
+$(STAMP): requirements.txt setup.py $(wildcard csrc/*/*.cpp csrc/*/*.cu csrc/*.h csrc/*/*.h)
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	$(VENV)/bin/pip install --quiet --no-build-isolation -e .
+	touch $(STAMP)
+
+.venv: $(STAMP)
+
+test: $(STAMP)
+	bash .ci/install-real.sh
+	$(VENV)/bin/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -m "not slow and not real"
+
+demo: $(STAMP)
+	$(VENV)/bin/subnet demo
+
+clean:
+	rm -rf $(VENV) build *.egg-info python/*.egg-info

@@ -1,0 +1,100 @@
+"""Gates: straight-through rounding; dL/dg = sum(dL/dy * ungated output) for kept and dead units."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import subnet
+from subnet.gates import straight_through
+from conftest import build
+from test_compact import inputs_for, masked_output, random_keep
+
+
+def test_straight_through_values_and_gradient():
+    m = torch.randn(257, dtype=torch.float64, requires_grad=True)
+    g = straight_through(m)
+    assert torch.equal(g.detach(), (m.detach() > 0).double())
+    g.backward(torch.ones_like(g))
+    s = torch.sigmoid(m.detach())
+    assert torch.allclose(m.grad, s * (1 - s))
+
+
+def test_gates_start_kept():
+    mm = subnet.attach_masks(build("wav2vec2"))
+    assert all(k.all() for k in mm.keep().values())
+    assert all(not p.requires_grad for p in mm.backbone.parameters())
+    assert all(p.requires_grad for p in mm.parameters() if p in set(mm.logits))
+
+
+@pytest.mark.parametrize("kind", ["wav2vec2-layernorm", "wavlm", "whisper", "torch-batch"])
+def test_gate_gradient_matches_finite_differences(kind, monkeypatch):
+    """For every group, kept and dead units: autograd dL/dg == central difference in float64."""
+    model = build(kind).double()
+    mm = subnet.attach_masks(model).double()
+    mm.set_keep(random_keep(mm, seed=3))
+    inputs = {k: (v.double() if v.is_floating_point() else v) for k, v in inputs_for(kind, model).items()}
+    weight = torch.randn_like(masked_output(kind, mm, inputs), dtype=torch.float64)
+
+    values = {n: g.detach().clone() for n, g in mm.gate_values().items()}
+    leaves = {n: v.clone().requires_grad_(True) for n, v in values.items()}
+    monkeypatch.setattr(mm, "gate_values", lambda: leaves)
+
+    def loss():
+        return (masked_output(kind, mm, inputs) * weight).sum()
+
+    loss().backward()
+    rng = torch.Generator().manual_seed(0)
+    checked = {"dead": 0, "kept": 0}
+    for name, leaf in leaves.items():
+        for unit in torch.randperm(leaf.numel(), generator=rng)[:2].tolist():
+            eps = 1e-4
+            with torch.no_grad():
+                leaf[unit] += eps
+                up = loss()
+                leaf[unit] -= 2 * eps
+                down = loss()
+                leaf[unit] += eps
+            fd = (up - down) / (2 * eps)
+            assert torch.isclose(leaf.grad[unit], fd, rtol=1e-5, atol=1e-7), (name, unit)
+            checked["kept" if values[name][unit] > 0 else "dead"] += 1
+    assert checked["dead"] > 0 and checked["kept"] > 0
+
+
+def test_logit_gradient_is_sigmoid_prime_times_gate_gradient(monkeypatch):
+    model = build("torch-batch").double()
+    mm = subnet.attach_masks(model).double()
+    mm.set_keep(random_keep(mm, seed=5))
+    inputs = {k: (v.double() if v.is_floating_point() else v) for k, v in inputs_for("torch-batch", model).items()}
+    out = mm(**inputs)
+    out.square().sum().backward()
+    logit_grads = {n: mm.logit(n).grad.clone() for n in mm.groups}
+    for p in mm.logits:
+        p.grad = None
+    leaves = {n: v.detach().clone().requires_grad_(True) for n, v in mm.gate_values().items()}
+    real = mm.gate_values
+    monkeypatch.setattr(mm, "gate_values", lambda: leaves)
+    mm(**inputs).square().sum().backward()
+    monkeypatch.setattr(mm, "gate_values", real)
+    for n in mm.groups:
+        s = torch.sigmoid(mm.logit(n).detach())
+        assert torch.allclose(logit_grads[n], s * (1 - s) * leaves[n].grad)
+        dead = ~mm.keep()[n]
+        if dead.any():  # dead units still get a gradient
+            assert logit_grads[n][dead].abs().sum() > 0
+
+
+def test_frozen_dead_units_get_no_gradient():
+    mm = subnet.attach_masks(build("torch-batch"))
+    mm.set_keep(random_keep(mm, seed=6))
+    keep_before = mm.keep()
+    assert mm.freeze_dead() == sum(int((~k).sum()) for k in keep_before.values())
+    inputs = inputs_for("torch-batch", mm.backbone)
+    mm(**inputs).square().sum().backward()
+    for n, k in keep_before.items():
+        assert torch.all(mm.logit(n).grad[~k] == 0)
+        if k.any():
+            assert mm.logit(n).grad[k].abs().sum() > 0
+    with torch.no_grad():
+        for p in mm.logits:
+            p.fill_(5.0)  # a frozen unit stays dead whatever its logit
+    assert all(torch.equal(mm.keep()[n], keep_before[n]) for n in keep_before)
