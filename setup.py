@@ -51,7 +51,8 @@ setup(
     python_requires=">=3.10",
     package_dir={"subnet": "python/subnet", "subnet_kernels": "subnet_kernels"},
     packages=["subnet"] + ["subnet." + p for p in find_packages("python/subnet")]
-    + ["subnet_kernels"] + ["subnet_kernels." + p for p in find_packages("subnet_kernels")],
+    + (["subnet_kernels"] + ["subnet_kernels." + p for p in find_packages("subnet_kernels")]
+       if os.path.isdir("subnet_kernels") else []),
     ext_modules=ext_modules,
     cmdclass=cmdclass,
     entry_points={"console_scripts": ["subnet=subnet.cli:main"]},
