@@ -10,8 +10,8 @@ export CUDA_HOME
 # the pinned stack, then the project in editable mode (builds subnet_kernels._C against that torch)
 $(STAMP): requirements.txt setup.py $(wildcard csrc/*/*.cpp csrc/*/*.cu csrc/*.h csrc/*/*.h)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet -r requirements.txt
-	$(VENV)/bin/pip install --quiet --no-build-isolation -e .
+	$(VENV)/bin/python -m pip install --quiet -r requirements.txt
+	$(VENV)/bin/python -m pip install --quiet --no-build-isolation -e .
 	touch $(STAMP)
 
 .venv: $(STAMP)
