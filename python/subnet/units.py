@@ -71,7 +71,8 @@ class UnitGroup:
 def kept_shapes(model: torch.nn.Module, groups: dict[str, UnitGroup],
                 keep: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
     """Shape every sliced parameter will have after compaction (analytic, no copying)."""
-    params = dict(model.named_parameters())
+    # buffers too: a BatchNorm's running statistics follow their channel
+    params = {**dict(model.named_buffers()), **dict(model.named_parameters())}
     shapes = {}
     for name, group in groups.items():
         for sl in group.slices:
