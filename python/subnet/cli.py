@@ -22,26 +22,153 @@ def _inspect(args) -> int:
     else:
         model, info, base = subnet.load_backbone(args.src), None, None
         print(f"backbone {type(model).__name__} from {args.src}")
+    from subnet.families.costs import cost_table
+
     ref = base if base is not None else model
-    mm = subnet.attach_masks(ref, kinds=tuple(args.kinds))
+    # an artifact lists the kinds it was made with (e.g. a conformer's dwconv)
+    kinds = tuple(sorted(set(info.kinds.values()))) if info else tuple(args.kinds)
+    mm = subnet.attach_masks(ref, kinds=kinds)
     keep = info.keep_masks() if info else {n: torch.ones(g.size, dtype=torch.bool) for n, g in mm.groups.items()}
-    width = max(len(n) for n in mm.groups)
-    print(f"{'unit group':<{width}}  kind   kept / total  params/unit")
-    for name, group in mm.groups.items():
-        k = int(keep[name].sum()) if name in keep else group.size
-        print(f"{name:<{width}}  {group.kind:<5} {k:>6} / {group.size:<6} {group.params_per_unit:>10.0f}")
-    n_base = sum(p.numel() for p in ref.parameters())
-    n_now = sum(p.numel() for p in model.parameters())
-    print(f"parameters: {n_now:,} of {n_base:,} ({100 * n_now / n_base:.1f}%)")
+    print(cost_table(mm.family, ref, mm.groups, keep, sum(p.numel() for p in model.parameters())))
+    mm.detach_backbone()
+    return 0
+
+
+def _extract(args) -> int:
+    from .extract import extract, format_table
+    from .train import ExtractConfig
+
+    import os
+
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():  # under torchrun
+        import torch
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    layer = args.layer if args.layer == "weighted" else int(args.layer)
+    cfg = ExtractConfig(task=args.task, kinds=tuple(args.kinds), loss=args.loss, t=args.t, lam=args.lam,
+                        cost=args.cost, steps=args.steps, batch_size=args.batch_size, lr_gates=args.lr_gates,
+                        lr_head=args.lr_head, layer=layer, eval_every=args.eval_every, seed=args.seed,
+                        head_dropout=args.head_dropout, train_gates=not args.probe,
+                        checkpoint_every=args.checkpoint_every, coupled=args.coupled, warmup=args.warmup)
+    metrics = extract(args.backbone, args.train, args.valid, args.test, cfg, args.out, max_seconds=args.max_seconds,
+                      skip_bad=args.skip_bad, resume=args.resume, progress=not args.quiet,
+                      measure_latency=not args.no_latency)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    if metrics:
+        print(format_table(metrics))
+        print(f"artifact: {args.out} (metrics.json, log.jsonl)")
+    return 0
+
+
+def _evaluate(args) -> int:
+    import json
+
+    import torch
+
+    from .data import load_dataset
+    from .data.vocab import LabelVocab
+    from .extract import eval_batches
+    from .pipeline import load_pipeline
+    from .train import score
+
+    pipe = load_pipeline(args.artifact)
+    task = pipe.task
+    chars = pipe.labels if task == "ctc" else None
+    vocab = None if task == "ctc" else LabelVocab(pipe.labels)
+    ds = load_dataset(args.data, sample_rate=pipe.front_end.sample_rate, vocab=vocab,
+                      max_seconds=args.max_seconds, skip_bad=args.skip_bad)
+    outs, targets, frames = [], [], []
+    with torch.no_grad():
+        for b in eval_batches(ds, args.batch_size, task, chars):
+            logits, fr = pipe(b.waves, b.lengths)
+            outs.append(logits), targets.append(b.targets), frames.append(fr)
+    result = score(task, outs, targets, frames, pipe.labels)
+    result = {"metric": result["metric"], "value": result["value"], "clips": result["n"],
+              "skipped": ds.summary.as_dict()}
+    print(f"{result['metric']}: {result['value']:.4f} on {result['clips']} clips of {args.data}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+def _predict(args) -> int:
+    import torch
+
+    from .data import decode
+    from .pipeline import load_pipeline
+
+    pipe = load_pipeline(args.artifact)
+    if pipe.task == "ctc":
+        from .metrics import ctc_greedy
+    for f in args.files:
+        wave = decode(f, pipe.front_end.sample_rate)
+        if args.max_seconds:
+            wave = wave[: int(args.max_seconds * pipe.front_end.sample_rate)]
+        with torch.no_grad():
+            logits, frames = pipe(wave[None], torch.tensor([wave.shape[0]]))
+        if pipe.task == "classify":
+            p = logits.softmax(-1)[0]
+            i = int(p.argmax())
+            print(f"{f}\t{pipe.labels[i]}\t{float(p[i]):.3f}")
+        elif pipe.task == "tag":
+            p = logits.sigmoid()[0]
+            tags = [f"{pipe.labels[i]}:{float(p[i]):.2f}" for i in torch.nonzero(p > 0.5).flatten().tolist()]
+            print(f"{f}\t{' '.join(tags) or '-'}")
+        else:
+            seq = ctc_greedy(logits, frames)[0]
+            print(f"{f}\t{''.join(pipe.labels[i - 1] for i in seq)}")
     return 0
 
 
 def _demo(args) -> int:
-    print("subnet demo: will build a small keyword-spotting set with speech synthesis (kws-tts),\n"
-          "the real recorded digits of the Asterisk prompts (digits-real), extract a keyword-\n"
-          "spotting subnetwork from the real Whisper tiny.en encoder and print accuracy, size and\n"
-          "speed of the full and the compact model. The dataset recipes and the training loop are\n"
-          "not built yet (issue 5); today the engine (gates, compaction, artifacts) is.")
+    """Keyword spotting from the real Whisper tiny.en encoder, tested on real recordings."""
+    import json
+
+    from .data.recipes import build_recipe
+    from .extract import extract, format_table
+    from .train import ExtractConfig
+
+    root = Path(args.out)
+    data = root / "data"
+    print(f"[1/3] datasets under {data} (speech synthesis for training, real recordings for testing)")
+    kws = data / "kws-tts" / "manifest.jsonl"
+    if not kws.is_file():
+        kws = build_recipe("kws-tts", data / "kws-tts", seed=0, size="small", overwrite=True)
+    digits = data / "digits-real" / "manifest.jsonl"
+    if not digits.is_file():
+        digits = build_recipe("digits-real", data / "digits-real", seed=0, size="small", overwrite=True)
+    english = data / "digits-real" / "english.jsonl"  # the model learns English words
+    english.write_text("".join(line for line in digits.read_text().splitlines(keepends=True)
+                               if json.loads(line).get("language") == "en"))
+    print(f"[2/3] extracting a keyword-spotting subnetwork of whisper-tiny.en ({args.steps} steps, "
+          f"keep {args.t:.0%} of the gated parameters)")
+    cfg = ExtractConfig(task="classify", loss="budget", t=args.t, steps=args.steps, batch_size=16,
+                        eval_every=50, seed=0)
+    out = root / "kws-whisper-tiny"
+    metrics = extract("whisper-tiny.en", f"{kws}@train", f"{kws}@valid", f"{kws}@test", cfg, out,
+                      max_seconds=1.5, progress=True)
+    print("[3/3] the compact model on real recorded English digits (Asterisk prompts, never seen in training)")
+    from .extract import eval_batches
+    from .pipeline import load_pipeline
+    from .train import score
+    from .data import load_dataset
+    from .data.vocab import LabelVocab
+    import torch
+    pipe = load_pipeline(out)
+    ds = load_dataset(english, sample_rate=16000, vocab=LabelVocab(pipe.labels), max_seconds=1.5)
+    outs, targets = [], []
+    with torch.no_grad():
+        for b in eval_batches(ds, 16, "classify"):
+            outs.append(pipe(b.waves, b.lengths)[0]), targets.append(b.targets)
+    real = score("classify", outs, targets, [], pipe.labels)
+    metrics["real_digits_accuracy"] = real["value"]
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    print(format_table(metrics))
+    print(f"accuracy on {real['n']} real recorded English digits: {real['value']:.3f} "
+          f"(chance {1 / len(pipe.labels):.3f})")
+    print(f"artifact: {out}  (try: subnet inspect {out}; subnet predict {out} FILE.wav)")
     return 0
 
 
@@ -56,8 +183,70 @@ def main(argv=None) -> int:
     p.add_argument("src", help="artifact directory, transformers directory or builtin name (whisper-tiny.en)")
     p.add_argument("--kinds", nargs="+", default=["conv", "head", "ffn"], help="unit kinds to list")
     p.set_defaults(func=_inspect)
-    p = sub.add_parser("demo", help="the end-to-end demo (placeholder until the training loop lands)")
+    p = sub.add_parser("extract", help="train gates + a task head, compact, save, evaluate",
+                       description="Extract a task-specific subnetwork: train the gates of a frozen "
+                                   "encoder and a task head on TRAIN, keep the best state by VALID, "
+                                   "remove the gated-off units, verify, save the artifact to OUT and "
+                                   "evaluate it on TEST. Datasets are folder-per-class trees or "
+                                   "JSONL/CSV manifests; PATH@SPLIT selects a manifest split.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--backbone", required=True, help="builtin name (whisper-tiny.en, whisper-base), "
+                   "transformers directory, or hub id")
+    p.add_argument("--train", required=True, help="training data (folder tree or manifest[@split])")
+    p.add_argument("--valid", required=True, help="validation data: picks the best checkpoint")
+    p.add_argument("--test", help="test data: the reported metric (default: valid)")
+    p.add_argument("--task", choices=["classify", "tag", "ctc"], default="classify")
+    p.add_argument("--kinds", nargs="+", default=["conv", "head", "ffn"], help="unit kinds to gate")
+    p.add_argument("--loss", choices=["seed", "mean", "budget"], default="budget", help="sparsity loss")
+    p.add_argument("-t", type=float, default=0.5, help="sparsity target (budget: kept fraction of the cost)")
+    p.add_argument("--lambda", dest="lam", type=float, default=1.0, help="weight of the sparsity loss")
+    p.add_argument("--cost", choices=["params", "flops"], default="params", help="budget loss unit cost")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr-gates", type=float, default=0.05)
+    p.add_argument("--lr-head", type=float, default=1e-3)
+    p.add_argument("--layer", default="weighted", help="hidden state the head reads: an index or 'weighted'")
+    p.add_argument("--head-dropout", type=float, default=0.1)
+    p.add_argument("--eval-every", type=int, default=50)
+    p.add_argument("--checkpoint-every", type=int, default=25)
+    p.add_argument("--warmup", type=float, default=0.1, help="fraction of steps over which lambda ramps up")
+    p.add_argument("--coupled", action="store_true", help="put lambda * L_s through Adam with the task "
+                   "loss (the paper's recipe) instead of the decoupled sparsity step")
+    p.add_argument("--max-seconds", type=float, default=2.0, help="crop clips to this length")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--probe", action="store_true", help="train the head only, all gates on (a linear probe)")
+    p.add_argument("--skip-bad", action="store_true", help="skip and count bad files instead of stopping")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=_extract)
+    p = sub.add_parser("evaluate", help="an artifact's task metric on a dataset",
+                       description="Evaluate an extracted artifact on any dataset with the same labels.")
+    p.add_argument("artifact")
+    p.add_argument("--data", required=True)
+    p.add_argument("--json", help="also write the result (metric, value, clips) to this file")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-seconds", type=float, default=2.0)
+    p.add_argument("--skip-bad", action="store_true")
+    p.set_defaults(func=_evaluate)
+    p = sub.add_parser("predict", help="label (and score) per audio file",
+                       description="Run an extracted artifact on audio files: label and score per file.")
+    p.add_argument("artifact")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--max-seconds", type=float, default=None)
+    p.set_defaults(func=_predict)
+    p = sub.add_parser("demo", help="keyword spotting from the real Whisper tiny.en, end to end",
+                       description="Build a keyword-spotting set with speech synthesis and a test set of "
+                                   "real recorded digits, extract a subnetwork of the real Whisper "
+                                   "tiny.en encoder, and print accuracy, size and speed.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default="demo-out", help="where data and the artifact go")
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("-t", type=float, default=0.5, help="kept fraction of the gated parameters")
     p.set_defaults(func=_demo)
+    from .data.cli import add_data_parser
+    add_data_parser(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -56,8 +56,22 @@ class MaskedModel(nn.Module):
         for i, name in enumerate(self._names):
             g = straight_through(self.logits[i])
             frozen = getattr(self, f"frozen_{i}")
-            values[name] = torch.where(frozen, torch.zeros_like(g), g)
+            g = torch.where(frozen, torch.zeros_like(g), g)
+            forced = self._forced(i)
+            if forced is not None:  # value 1, gradient unchanged
+                g = g + ((1 - g) * forced).detach()
+            values[name] = g
         return values
+
+    def _forced(self, i: int) -> torch.Tensor | None:
+        """Units kept regardless of their logit: a conv group keeps its `min_keep` best."""
+        k = self.groups[self._names[i]].min_keep
+        m = self.logits[i].detach()
+        if not k or int((m > 0).sum()) >= k:
+            return None
+        forced = torch.zeros_like(m)
+        forced[torch.topk(m, k).indices] = 1.0
+        return forced
 
     def gate(self, name: str) -> torch.Tensor:
         """Gate vector of group `name` during a forward pass (used by the installed hooks)."""
@@ -84,6 +98,9 @@ class MaskedModel(nn.Module):
         out = {}
         for i, name in enumerate(self._names):
             alive = self.logits[i].detach() > 0
+            forced = self._forced(i)
+            if forced is not None:
+                alive = alive | forced.bool()
             out[name] = (alive & ~getattr(self, f"frozen_{i}")).cpu()
         return out
 

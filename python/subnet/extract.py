@@ -1,0 +1,188 @@
+"""`subnet.extract`: data in, a trimmed specialist model (artifact + metrics) out."""
+from __future__ import annotations
+
+import copy
+import json
+import platform
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import distributed as dist
+from torch import nn
+
+from .artifact import save
+from .bench import count_flops, interleaved_latency
+from .compact import compact
+from .data.dataset import AudioDataset
+from .data.batching import collate
+from .frontends import front_end_for
+from .pipeline import Pipeline
+from .train import Batch, ExtractConfig, Extractor, JsonlLog, _is_dist, run_loop, score
+
+
+def to_batch(raw: dict, task: str, chars: list[str] | None = None) -> Batch:
+    """A collated data batch -> the loop's Batch (CTC targets: 1-based char ids, lengths, texts)."""
+    if task == "classify":
+        targets = raw["label"]
+    elif task == "tag":
+        targets = raw["target"]
+    else:
+        index = {c: i + 1 for i, c in enumerate(chars)}
+        ids = [torch.tensor([index[c] for c in t if c in index], dtype=torch.long) for t in raw["text"]]
+        lens = torch.tensor([len(i) for i in ids], dtype=torch.long)
+        targets = (torch.cat(ids) if ids else torch.zeros(0, dtype=torch.long), lens, raw["text"])
+    return Batch(raw["waves"], raw["lengths"], targets)
+
+
+class StepBatches:
+    """Global batch number `step` of an endless, epoch-shuffled, length-bucketed stream; a
+    pure function of (seed, step), so a resumed run sees exactly the batches it would have."""
+
+    def __init__(self, ds: AudioDataset, batch_size: int, task: str, chars=None, rank: int = 0, world: int = 1):
+        from .data.batching import BucketBatchSampler
+        self.ds, self.task, self.chars = ds, task, chars
+        self.sampler = BucketBatchSampler(ds.lengths(), batch_size, shuffle=True, seed=ds.seed, drop_last=True,
+                                          num_replicas=world, rank=rank)
+        if len(self.sampler) == 0:
+            raise ValueError(f"{ds.name}: {len(ds)} clips is fewer than one batch of {batch_size * world}")
+        self._epoch, self._batches = None, None
+
+    def __call__(self, step: int) -> Batch:
+        per_epoch = len(self.sampler)
+        epoch = step // per_epoch
+        if epoch != self._epoch:
+            self.sampler.set_epoch(epoch)
+            self.ds.set_epoch(epoch)
+            self._batches, self._epoch = list(iter(self.sampler)), epoch
+        return to_batch(collate([self.ds[i] for i in self._batches[step % per_epoch]]), self.task, self.chars)
+
+
+def eval_batches(ds: AudioDataset, batch_size: int, task: str, chars=None):
+    loader = ds.loader(batch_size, shuffle=False)
+    for raw in loader:
+        if len(raw["lengths"]):
+            yield to_batch(raw, task, chars)
+
+
+def prepare_backbone(backbone: nn.Module, max_seconds: float | None) -> nn.Module:
+    """Whisper's encoder insists on 30 s inputs; for short clips slice its positional table
+    to `max_seconds` (DESIGN section 8: a fraction of the cost of padding to 30 s)."""
+    if type(backbone).__name__ == "WhisperEncoder" and max_seconds:
+        from .backbones.whisper import shorten_encoder
+        limit = backbone.config.max_source_positions / 50
+        seconds = min(limit, max(0.1, round(max_seconds * 10 + 0.4999) / 10))
+        if seconds < limit:
+            backbone = shorten_encoder(copy.deepcopy(backbone), seconds)
+    return backbone
+
+
+def extract(backbone, train, valid, test=None, cfg: ExtractConfig | None = None, out="subnet-out",
+            max_seconds: float | None = 2.0, skip_bad: bool = False, resume: bool = False,
+            progress: bool = True, measure_latency: bool = True) -> dict:
+    """Train gates + head on `train`, keep the best by `valid`, compact, save, evaluate on `test`.
+
+    `backbone`: anything `subnet.load_backbone` accepts. `train`/`valid`/`test`: folder trees
+    or manifests (`path@split` selects a split of a manifest). Writes to `out`: the artifact
+    (model.safetensors, subnet.json, head.safetensors), log.jsonl, checkpoint.pt, best.pt and
+    metrics.json, whose content is also returned.
+    """
+    from . import load_backbone
+    cfg = cfg or ExtractConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rank, world = (dist.get_rank(), dist.get_world_size()) if _is_dist() else (0, 1)
+    t0 = time.time()
+    backbone = prepare_backbone(load_backbone(backbone), max_seconds)
+    fe = front_end_for(backbone)
+    train_ds = _dataset(train, fe.sample_rate, None, max_seconds, True, cfg.seed, skip_bad, progress and rank == 0)
+    vocab = train_ds.vocab
+    valid_ds = _dataset(valid, fe.sample_rate, vocab, max_seconds, False, cfg.seed, skip_bad, False)
+    test_ds = _dataset(test, fe.sample_rate, vocab, max_seconds, False, cfg.seed, skip_bad, False) if test else None
+    chars = sorted({c for it in train_ds.items for c in (it.text or "")}) if cfg.task == "ctc" else None
+    labels = chars if cfg.task == "ctc" else vocab.labels
+    n_out = len(labels)
+    ex = Extractor(backbone, n_out, cfg, out, labels=labels, front_end=fe)
+    log = JsonlLog(out / "log.jsonl")
+    if resume and (out / "checkpoint.pt").is_file():
+        ex.restore(torch.load(out / "checkpoint.pt", weights_only=True))
+    elif rank == 0:
+        (out / "log.jsonl").write_text("")
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    steps = StepBatches(train_ds, cfg.batch_size, cfg.task, chars, rank, world)
+    run_loop(ex, steps, lambda: eval_batches(valid_ds, cfg.batch_size, cfg.task, chars), log, progress)
+    if rank != 0:
+        return {}
+    return finish(ex, out, valid_ds, test_ds, chars, t0, train_ds, measure_latency)
+
+
+def _dataset(source, rate, vocab, max_seconds, train, seed, skip_bad, progress):
+    source = str(source)
+    split = None
+    if "@" in source:
+        source, split = source.rsplit("@", 1)
+    return AudioDataset.from_source(source, sample_rate=rate, split=split, vocab=vocab, max_seconds=max_seconds,
+                                    train=train, seed=seed, skip_bad=skip_bad, progress=progress)
+
+
+def finish(ex: Extractor, out: Path, valid_ds, test_ds, chars, t0, train_ds, measure_latency=True) -> dict:
+    """Restore the best gates + head, compact, verify, save, evaluate and write metrics.json."""
+    cfg = ex.cfg
+    best = torch.load(out / "best.pt", weights_only=True)
+    ex.restore(best)
+    masked = ex.masked
+    small = compact(masked)
+    fe, head = ex.front_end, ex.head
+    eval_set = test_ds or valid_ds
+    batches = list(eval_batches(eval_set, cfg.batch_size, cfg.task, chars))
+    m_masked = ex.evaluate(batches)
+    compact_pipe = Pipeline(small, fe, head, cfg.task, ex.labels)
+    m_compact = ex.evaluate(batches, compact_pipe)
+    extra = {"head": ex.head_config, "labels": ex.labels, "front_end": fe.describe(),
+             "metrics": {"masked": m_masked["value"], "compact": m_compact["value"], "name": m_masked["metric"]}}
+    save(small, out, extra=extra)
+    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(out / "head.safetensors"))
+    with masked.gates_removed() as base:
+        n_base = sum(p.numel() for p in base.parameters())
+        probe_len = int(max(train_ds.lengths()))
+        inputs = fe.inputs(torch.randn(1, probe_len), torch.tensor([probe_len]))
+        flops_base, flops_small = count_flops(base, inputs), count_flops(small, inputs)
+        latency = interleaved_latency({"full": base, "compact": small}, inputs) if measure_latency else None
+    n_small = sum(p.numel() for p in small.parameters())
+    keep = masked.keep()
+    kinds = {}
+    for name, g in masked.groups.items():
+        k = kinds.setdefault(g.kind, [0, 0])
+        k[0] += int(keep[name].sum())
+        k[1] += g.size
+    metrics = {
+        "task": cfg.task, "metric": m_masked["metric"], "eval_set": eval_set.name, "eval_clips": m_masked["n"],
+        "masked": m_masked["value"], "compact": m_compact["value"],
+        "best_step": ex.state.best_step, "valid_at_best": ex.state.best_metric,
+        "kept_fraction": {k: v[0] / v[1] for k, v in kinds.items()},
+        "params": {"full": n_base, "compact": n_small, "kept_fraction": n_small / n_base},
+        "flops_per_clip": {"full": flops_base, "compact": flops_small, "clip_seconds": probe_len / fe.sample_rate},
+        "file_bytes": (out / "model.safetensors").stat().st_size,
+        "latency_batch1": latency, "seconds": round(time.time() - t0, 1),
+        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                    "torch": torch.__version__},
+        "skipped": {"train": train_ds.summary.as_dict(), "eval": eval_set.summary.as_dict()},
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def format_table(m: dict) -> str:
+    lat = m.get("latency_batch1")
+    rows = [("", "full encoder", "compact"),
+            (f"{m['metric']} (masked model / compact)", f"{m['masked']:.3f}", f"{m['compact']:.3f}"),
+            ("parameters", f"{m['params']['full']:,}", f"{m['params']['compact']:,} ({100 * m['params']['kept_fraction']:.1f}%)"),
+            ("GFLOPs / clip", f"{m['flops_per_clip']['full'] / 1e9:.2f}", f"{m['flops_per_clip']['compact'] / 1e9:.2f}")]
+    if lat:
+        f, c = lat["full"]["median_s"], lat["compact"]["median_s"]
+        rows.append(("latency (batch 1, median)", f"{1e3 * f:.1f} ms", f"{1e3 * c:.1f} ms ({f / c:.2f}x)"))
+    rows.append(("file size", "", f"{m['file_bytes'] / 1e6:.1f} MB"))
+    w = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join("  ".join(c.ljust(w[i]) for i, c in enumerate(r)) for r in rows)

@@ -1,0 +1,47 @@
+"""Pipeline: front end + encoder + task head as one callable on waveforms; load it from disk."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .frontends import FrontEnd, front_end_from
+from .heads import make_head
+
+
+class Pipeline(nn.Module):
+    """front end + encoder (masked or compact) + head, as one callable on waveforms."""
+
+    def __init__(self, encoder: nn.Module, front_end: FrontEnd, head: nn.Module, task: str,
+                 labels: list[str] | None = None):
+        super().__init__()
+        self.encoder, self.head, self.task = encoder, head, task
+        self.front_end, self.labels = front_end, labels
+
+    def forward(self, waves: torch.Tensor, lengths: torch.Tensor | None = None):
+        if lengths is None:
+            lengths = torch.full((waves.shape[0],), waves.shape[1], dtype=torch.long)
+        out = self.encoder(**self.front_end.inputs(waves, lengths), output_hidden_states=True)
+        states = out.hidden_states
+        frames = self.front_end.frames(lengths, states[-1].shape[1])
+        return self.head(states, frames), frames
+
+
+def load_pipeline(path) -> Pipeline:
+    """The compact encoder + its front end + its task head, from an extraction's artifact."""
+    from safetensors.torch import load_file
+
+    from .artifact import ArtifactError, load
+    path = Path(path)
+    encoder = load(path)
+    extra = encoder.subnet_info.extra
+    if "head" not in extra:
+        raise ArtifactError(f"{path / 'subnet.json'}: no task head (made by subnet.compact alone, "
+                            "not by subnet extract); use subnet.load for the encoder")
+    hc = extra["head"]
+    head = make_head(hc["task"], hc["width"], hc["n_states"], hc["n_out"], hc["layer"])
+    head.load_state_dict(load_file(str(path / "head.safetensors")))
+    pipe = Pipeline(encoder, front_end_from(extra["front_end"], encoder), head, hc["task"],
+                    extra.get("labels"))
+    return pipe.eval()

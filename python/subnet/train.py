@@ -1,0 +1,286 @@
+"""The extraction loop: train gate logits + a task head on a frozen encoder, then compact.
+
+The data order is a pure function of (seed, step), and the optimiser, the gates, the head
+and the RNG state are checkpointed atomically, so a killed run resumed from its checkpoint
+ends exactly where an uninterrupted run would. Under `torchrun` every process takes its
+share of each global batch and gradients are averaged (gloo on CPU, nccl on GPU).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import distributed as dist
+from torch import nn
+from torch.nn import functional as F
+
+from .frontends import FrontEnd, front_end_for
+from .pipeline import Pipeline
+from .gates import MaskedModel
+from .heads import make_head
+from .losses import SparsityLoss
+from .metrics import accuracy, average_precision, cer, ctc_greedy, macro_auroc
+
+
+@dataclass
+class ExtractConfig:
+    task: str = "classify"  # classify | tag | ctc
+    kinds: tuple = ("conv", "head", "ffn")
+    loss: str = "seed"  # seed | mean | budget
+    t: float = 0.5
+    lam: float = 1.0
+    cost: str = "params"
+    steps: int = 300
+    batch_size: int = 16
+    lr_gates: float = 0.05
+    lr_head: float = 1e-3
+    layer: str | int = "weighted"
+    head_dropout: float = 0.1
+    eval_every: int = 50
+    checkpoint_every: int = 25
+    seed: int = 0
+    train_gates: bool = True  # False: a linear probe of the full encoder (gates fixed on)
+    coupled: bool = False  # True: lambda * L_s goes through Adam with the task loss (paper-style)
+    warmup: float = 0.1  # fraction of the steps over which lambda ramps up from 0
+
+
+@dataclass
+class Batch:
+    waves: torch.Tensor  # (B, T) float, zero padded
+    lengths: torch.Tensor  # (B,) samples
+    targets: object  # LongTensor (B,), FloatTensor (B, C) multi-hot, or list[str]
+
+
+def task_loss(task: str, logits, frames, targets, vocab: int | None = None):
+    if task == "classify":
+        return F.cross_entropy(logits, targets)
+    if task == "tag":
+        return F.binary_cross_entropy_with_logits(logits, targets)
+    if task == "ctc":
+        ids, lens = targets[0], targets[1]
+        logp = logits.log_softmax(-1).transpose(0, 1)  # (F, B, V+1)
+        return F.ctc_loss(logp, ids, frames.sum(1), lens, blank=0, zero_infinity=True)
+    raise ValueError(task)
+
+
+def _is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+@dataclass
+class RunState:
+    step: int = 0
+    best_metric: float = -math.inf
+    best_step: int = -1
+    best_kept: float = 1.0
+    min_kept: float = 1.0
+    history: list = field(default_factory=list)
+
+
+class Extractor:
+    """Owns the masked model, the head and the optimiser; `run` is the whole loop."""
+
+    def __init__(self, backbone: nn.Module, n_out: int, cfg: ExtractConfig, out: Path,
+                 labels: list[str] | None = None, front_end: FrontEnd | None = None):
+        from . import attach_masks
+        self.cfg, self.out, self.labels = cfg, Path(out), labels
+        torch.manual_seed(cfg.seed)
+        self.masked: MaskedModel = attach_masks(backbone, kinds=cfg.kinds)
+        self.masked.backbone.eval()
+        self.front_end = front_end or front_end_for(backbone)
+        width, n_states = self._probe_shapes()
+        self.head = make_head(cfg.task, width, n_states, n_out, cfg.layer)
+        for m in self.head.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = cfg.head_dropout
+        self.head_config = {"task": cfg.task, "width": width, "n_states": n_states, "n_out": n_out,
+                            "layer": cfg.layer}
+        self.pipeline = Pipeline(self.masked, self.front_end, self.head, cfg.task, labels)
+        groups = [{"params": list(self.head.parameters()), "lr": cfg.lr_head}]
+        if cfg.train_gates:
+            groups.append({"params": list(self.masked.logits), "lr": cfg.lr_gates})
+        else:
+            self.masked.logits.requires_grad_(False)
+        self.opt = torch.optim.Adam(groups)
+        self.sparsity = SparsityLoss(cfg.loss, cfg.t, cfg.lam, cfg.cost)
+        self.state = RunState()
+
+    @torch.no_grad()
+    def _probe_shapes(self):
+        sr = self.front_end.sample_rate
+        waves = torch.randn(1, sr // 2)
+        out = self.masked(**self.front_end.inputs(waves, torch.tensor([sr // 2])), output_hidden_states=True)
+        return out.hidden_states[-1].shape[-1], len(out.hidden_states)
+
+    # --- one step ---------------------------------------------------------------------
+    def ramp(self) -> float:
+        """Sparsity weight multiplier: 0 -> 1 over the warm-up, so the head learns first."""
+        n = self.cfg.warmup * self.cfg.steps
+        return 1.0 if n <= 0 else min(1.0, self.state.step / n)
+
+    def step(self, batch: Batch) -> dict:
+        self.head.train()
+        logits, frames = self.pipeline(batch.waves, batch.lengths)
+        loss_task = task_loss(self.cfg.task, logits, frames, batch.targets)
+        gates = self.cfg.train_gates
+        loss_sparse = self.sparsity(self.masked) * self.ramp() if gates else logits.new_zeros(())
+        loss = loss_task + loss_sparse if self.cfg.coupled else loss_task
+        self.opt.zero_grad(set_to_none=False)
+        loss.backward()
+        if _is_dist():  # average gradients over processes (each saw its share of the batch)
+            world = dist.get_world_size()
+            for group in self.opt.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        dist.all_reduce(p.grad)
+                        p.grad /= world
+        self.opt.step()
+        if gates and not self.cfg.coupled:
+            self._sparsity_step(loss_sparse)
+        self.state.step += 1
+        return {"step": self.state.step, "loss": float(loss_task.detach()), "sparsity": float(loss_sparse.detach()),
+                "kept": self.masked.kept_fraction("params")}
+
+    @torch.no_grad()
+    def _sparsity_step(self, loss_sparse: torch.Tensor) -> None:
+        """Decoupled sparsity (as AdamW decouples weight decay): Adam sees only the task
+        gradient, then m <- m - lr * N * dL_s/dm (N units), so a unit the task keeps asking
+        for survives and the rest drift down at an O(lr) rate. For the budget loss the
+        gradient is divided by the unit's relative cost: the cost decides when to stop
+        (kept cost fraction = t), the task decides which units go, whatever their size."""
+        logits = list(self.masked.logits)
+        with torch.enable_grad():
+            grads = torch.autograd.grad(loss_sparse, logits, allow_unused=True)
+        n = sum(m.numel() for m in logits)
+        rel = [1.0] * len(logits)
+        if self.cfg.loss == "budget":
+            attr = "params_per_unit" if self.cfg.cost == "params" else "flops_per_unit"
+            costs = [getattr(g, attr) for g in self.masked.groups.values()]
+            mean = sum(c * m.numel() for c, m in zip(costs, logits)) / n
+            rel = [c / mean if c > 0 else 1.0 for c in costs]
+        for m, g, r in zip(logits, grads, rel):
+            if g is not None:
+                m.sub_(self.cfg.lr_gates * n * g / r)
+
+    # --- evaluation -------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, batches, model: nn.Module | None = None) -> dict:
+        """Task metric of `model` (default: the masked pipeline) on an iterable of Batches."""
+        pipe = model or self.pipeline
+        pipe.eval()
+        outs, targets, frames_all = [], [], []
+        for b in batches:
+            logits, frames = pipe(b.waves, b.lengths)
+            outs.append(logits)
+            targets.append(b.targets)
+            frames_all.append(frames)
+        return score(self.cfg.task, outs, targets, frames_all, self.labels)
+
+    # --- checkpoints ------------------------------------------------------------------
+    def checkpoint(self) -> dict:
+        return {"step": self.state.step, "logits": [p.detach().clone() for p in self.masked.logits],
+                "frozen": [getattr(self.masked, f"frozen_{i}").clone() for i in range(len(self.masked.logits))],
+                "head": self.head.state_dict(), "opt": self.opt.state_dict(),
+                "rng": torch.get_rng_state(), "state": asdict(self.state)}
+
+    def restore(self, ck: dict) -> None:
+        with torch.no_grad():
+            for p, v in zip(self.masked.logits, ck["logits"]):
+                p.copy_(v)
+            for i, f in enumerate(ck["frozen"]):
+                getattr(self.masked, f"frozen_{i}").copy_(f)
+        self.head.load_state_dict(ck["head"])
+        self.opt.load_state_dict(ck["opt"])
+        torch.set_rng_state(ck["rng"])
+        self.state = RunState(**ck["state"])
+
+    def save_checkpoint(self, name: str = "checkpoint.pt") -> None:
+        if not _is_dist() or dist.get_rank() == 0:
+            _atomic_save(self.checkpoint(), self.out / name)
+
+
+def score(task, outs, targets, frames, labels=None) -> dict:
+    if task == "classify":
+        logits, y = torch.cat(outs), torch.cat(targets)
+        return {"metric": "accuracy", "value": accuracy(logits, y), "n": len(y)}
+    if task == "tag":
+        s, y = torch.cat(outs).sigmoid(), torch.cat(targets)
+        return {"metric": "mAP", "value": average_precision(s, y), "auroc": macro_auroc(s, y), "n": len(y)}
+    hyps, refs = [], []
+    for logits, fr, (ids, lens, texts) in zip(outs, frames, targets):
+        for seq in ctc_greedy(logits, fr):
+            hyps.append("".join(labels[i - 1] for i in seq))
+        refs.extend(texts)
+    return {"metric": "cer", "value": cer(hyps, refs), "n": len(refs), "examples": list(zip(hyps, refs))[:5]}
+
+
+def better(task: str, a: float, b: float) -> bool:
+    """Is metric value a better than b?"""
+    return a < b if task == "ctc" else a > b
+
+
+class JsonlLog:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def write(self, record: dict) -> None:
+        if _is_dist() and dist.get_rank() != 0:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+
+
+def run_loop(ex: Extractor, train_batch, valid_batches, log: JsonlLog, progress: bool = True) -> RunState:
+    """Train until `ex.cfg.steps`, validating every `eval_every` steps and keeping the best
+    gates + head (by the task metric) in `best.pt`; checkpoints every `checkpoint_every`.
+
+    `train_batch(step)` returns this process's share of global batch `step`;
+    `valid_batches()` yields the validation Batches."""
+    from tqdm import tqdm
+
+    cfg = ex.cfg
+    rank0 = not _is_dist() or dist.get_rank() == 0
+    bar = tqdm(total=cfg.steps, initial=ex.state.step, disable=not (progress and rank0),
+               desc="extract", unit="step", dynamic_ncols=True)
+    while ex.state.step < cfg.steps:
+        rec = ex.step(train_batch(ex.state.step))
+        bar.update(1)
+        s = ex.state.step
+        if s % cfg.eval_every == 0 or s == cfg.steps:
+            val = ex.evaluate(valid_batches())
+            rec["valid"] = val["value"]
+            if _is_best(ex.state, cfg.task, val["value"], rec["kept"]):
+                ex.state.best_metric, ex.state.best_step, ex.state.best_kept = val["value"], s, rec["kept"]
+                ex.save_checkpoint("best.pt")
+        log.write(rec)
+        bar.set_postfix(loss=f"{rec['loss']:.3f}", kept=f"{rec['kept']:.2f}",
+                        **({"valid": f"{rec['valid']:.3f}"} if "valid" in rec else {}))
+        if s % cfg.checkpoint_every == 0 or s == cfg.steps:
+            ex.save_checkpoint()
+    bar.close()
+    return ex.state
+
+
+KEPT_TOLERANCE = 0.02
+
+
+def _is_best(state: RunState, task: str, value: float, kept: float) -> bool:
+    """Best = best metric among validations whose kept fraction is within 2 points of the
+    smallest reached so far: an early, barely pruned state never wins by being early."""
+    state.min_kept = min(state.min_kept, kept)
+    if kept > state.min_kept + KEPT_TOLERANCE:
+        return False
+    if state.best_step < 0 or state.best_kept > state.min_kept + KEPT_TOLERANCE:
+        return True
+    return better(task, value, state.best_metric)

@@ -1,0 +1,154 @@
+"""The extraction loop end to end on a tiny random Whisper encoder and generated tones."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import transformers
+
+import subnet
+from subnet.extract import extract
+from subnet.pipeline import load_pipeline
+from subnet.train import ExtractConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")])}
+
+
+def make_tones(root: Path, per_class=(12, 6, 6)):
+    rng = np.random.default_rng(0)
+    for split, n in zip(("train", "valid", "test"), per_class):
+        for cls, f0 in (("low", 220.0), ("mid", 660.0), ("high", 1500.0)):
+            (root / split / cls).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                sr = 16000 if i % 3 else 8000  # some clips need resampling
+                t = np.arange(int(rng.uniform(0.3, 0.8) * sr)) / sr
+                x = 0.5 * np.sin(2 * np.pi * f0 * rng.uniform(0.97, 1.03) * t) + 0.05 * rng.standard_normal(len(t))
+                sf.write(root / split / cls / f"{i}.wav", x.astype(np.float32), sr)
+
+
+@pytest.fixture(scope="module")
+def tones(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tones")
+    make_tones(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_whisper(tmp_path_factory):
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+    torch.manual_seed(0)
+    cfg = transformers.WhisperConfig(d_model=48, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=96,
+                                     num_mel_bins=80, max_source_positions=50, dropout=0.0)
+    path = tmp_path_factory.mktemp("whisper")
+    WhisperEncoder(cfg).save_pretrained(path)
+    return path
+
+
+def test_extract_end_to_end(tones, tiny_whisper, tmp_path):
+    cfg = ExtractConfig(steps=60, batch_size=6, eval_every=20, loss="budget", t=0.5, lr_head=3e-3)
+    m = extract(str(tiny_whisper), tones / "train", tones / "valid", tones / "test", cfg, tmp_path,
+                max_seconds=1.0, progress=False)
+    for f in ("model.safetensors", "subnet.json", "head.safetensors", "metrics.json", "log.jsonl", "best.pt"):
+        assert (tmp_path / f).is_file(), f
+    assert m["metric"] == "accuracy" and m["eval_clips"] == 18
+    assert m["compact"] == pytest.approx(m["masked"], abs=1e-6)  # same predictions
+    assert m["params"]["compact"] < m["params"]["full"]
+    assert min(m["kept_fraction"].values()) < 1
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 61)) and "valid" in log[19]
+
+    pipe = load_pipeline(tmp_path)
+    assert type(pipe.encoder).__name__ == "WhisperEncoder"
+    res = subprocess.run([sys.executable, "-m", "subnet.cli", "evaluate", str(tmp_path), "--data",
+                          str(tones / "test"), "--json", str(tmp_path / "eval.json"), "--max-seconds", "1"],
+                         capture_output=True, text=True, env=ENV, timeout=300)
+    assert res.returncode == 0, res.stderr
+    ev = json.loads((tmp_path / "eval.json").read_text())
+    assert ev["metric"] == "accuracy" and ev["clips"] == 18
+    assert ev["value"] == pytest.approx(m["compact"], abs=1e-6)
+    res = subprocess.run([sys.executable, "-m", "subnet.cli", "predict", str(tmp_path),
+                          str(tones / "test" / "low" / "1.wav")], capture_output=True, text=True, env=ENV, timeout=300)
+    assert res.returncode == 0 and res.stdout.split("\t")[1] in ("low", "mid", "high")
+
+
+def test_budget_reaches_its_target(tones, tiny_whisper, tmp_path):
+    cfg = ExtractConfig(steps=150, batch_size=6, eval_every=50, loss="budget", t=0.4, lam=2.0)
+    m = extract(str(tiny_whisper), tones / "train", tones / "valid", None, cfg, tmp_path, max_seconds=1.0,
+                progress=False, measure_latency=False)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert abs(log[-1]["kept"] - 0.4) < 0.08, log[-1]["kept"]
+
+
+def _cli_extract(tiny_whisper, tones, out, *extra, steps=40):
+    return [sys.executable, "-m", "subnet.cli", "extract", "--backbone", str(tiny_whisper),
+            "--train", str(tones / "train"), "--valid", str(tones / "valid"), "--steps", str(steps),
+            "--batch-size", "6", "--eval-every", "10", "--checkpoint-every", "2", "--max-seconds", "1",
+            "--no-latency", "--quiet", "--out", str(out), *extra]
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(tones, tiny_whisper, tmp_path):
+    ref = tmp_path / "ref"
+    subprocess.run(_cli_extract(tiny_whisper, tones, ref), check=True, env=ENV, timeout=600, capture_output=True)
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_cli_extract(tiny_whisper, tones, run), env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill it mid-way, once a few checkpoints exist
+        log = run / "log.jsonl"
+        if log.is_file() and len(log.read_text().splitlines()) >= 15:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len((run / "log.jsonl").read_text().splitlines())
+    assert done < 40, "the run finished before it could be killed"
+    subprocess.run(_cli_extract(tiny_whisper, tones, run, "--resume"), check=True, env=ENV, timeout=600,
+                   capture_output=True)
+    a = torch.load(ref / "checkpoint.pt", weights_only=True)
+    b = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert a["step"] == b["step"] == 40
+    for x, y in zip(a["logits"], b["logits"]):
+        assert torch.equal(x, y)
+    for k in a["head"]:
+        assert torch.equal(a["head"][k], b["head"][k]), k
+
+
+def test_two_processes_equal_one_with_double_batch(tones, tiny_whisper, tmp_path):
+    one = tmp_path / "one"
+    cmd = _cli_extract(tiny_whisper, tones, one, "--head-dropout", "0", steps=12)
+    cmd[cmd.index("--batch-size") + 1] = "6"
+    subprocess.run(cmd, check=True, env=ENV, timeout=600, capture_output=True)
+    two = tmp_path / "two"
+    cmd = _cli_extract(tiny_whisper, tones, two, "--head-dropout", "0", steps=12)
+    cmd[cmd.index("--batch-size") + 1] = "3"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+                "-m", "subnet.cli"] + cmd[3:]
+    res = subprocess.run(torchrun, env={**ENV, "OMP_NUM_THREADS": "1"}, timeout=600, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    a = torch.load(one / "checkpoint.pt", weights_only=True)
+    b = torch.load(two / "checkpoint.pt", weights_only=True)
+    for x, y in zip(a["logits"], b["logits"]):
+        assert torch.allclose(x, y, atol=1e-4), (x - y).abs().max()
+    for k in a["head"]:
+        assert torch.allclose(a["head"][k], b["head"][k], atol=1e-4), k
+
+
+def test_bad_input_is_reported_before_training(tones, tiny_whisper, tmp_path):
+    manifest = tmp_path / "m.jsonl"
+    good = sorted((tones / "train" / "low").glob("*.wav"))[:3]
+    lines = [json.dumps({"path": str(p), "label": "low"}) for p in good]
+    lines.append(json.dumps({"path": str(tmp_path / "missing.wav"), "label": "high"}))
+    manifest.write_text("\n".join(lines) + "\n")
+    with pytest.raises(Exception, match="missing.wav"):
+        extract(str(tiny_whisper), manifest, tones / "valid", None, ExtractConfig(steps=2), tmp_path / "o",
+                max_seconds=1.0, progress=False)
