@@ -11,6 +11,11 @@ from setuptools import find_packages, setup
 
 
 def _extension():
+    # torch guesses CUDA_HOME from the nvcc on PATH; a wrapper script in /usr/local/bin makes
+    # that /usr/local, which has no libcudart. Point it at the toolkit unless the user did.
+    if not (os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")) and os.path.exists(
+            "/usr/local/cuda/bin/nvcc"):
+        os.environ["CUDA_HOME"] = "/usr/local/cuda"
     try:
         import torch
         from torch.utils import cpp_extension

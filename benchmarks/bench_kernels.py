@@ -1,0 +1,287 @@
+"""Kernel benchmarks: each subnet_kernels op against its baseline, in one process.
+
+Candidates and baselines run interleaved (A B A B ...) after warm-up; we report medians and
+ratios (baseline time / candidate time, > 1 means the kernel is faster) with the machine and
+versions, and write benchmarks/results/kernels-<device>.json. Inputs are random, never zeros.
+
+    python benchmarks/bench_kernels.py                 # everything this machine can run
+    python benchmarks/bench_kernels.py --only gated_act --reps 15
+
+CPU targets (issue 3): C++ gated_act fwd+bwd >= 2x the eager composite at (8, 500, 3072)
+fp32; gather_compact of a wav2vec2-base 50% plan within 1.5x of a plain copy of its bytes.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import subnet_kernels as sk  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@contextlib.contextmanager
+def backend(name):
+    """Forces SUBNET_KERNEL_BACKEND=name inside the block."""
+    before = os.environ.get("SUBNET_KERNEL_BACKEND")
+    os.environ["SUBNET_KERNEL_BACKEND"] = name
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["SUBNET_KERNEL_BACKEND"]
+        else:
+            os.environ["SUBNET_KERNEL_BACKEND"] = before
+
+
+def _timer(device):
+    if device == "cuda":
+        def run(fn):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            return start.elapsed_time(end) / 1e3
+    else:
+        def run(fn):
+            t0 = time.perf_counter()
+            fn()
+            return time.perf_counter() - t0
+    return run
+
+
+def compare(fns: dict, device: str, reps: int, warmup: int = 2) -> dict:
+    """Median seconds of each callable, measured interleaved."""
+    timed = _timer(device)
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            times[name].append(timed(fn))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def report(rows, title, med, baseline, candidates, extra=None):
+    for cand in candidates:
+        ratio = med[baseline] / med[cand]
+        row = {"bench": title, "candidate": cand, "baseline": baseline,
+               "candidate_ms": med[cand] * 1e3, "baseline_ms": med[baseline] * 1e3,
+               "speedup": ratio, **(extra or {})}
+        rows.append(row)
+        print(f"{title:42s} {cand:>16s} {med[cand] * 1e3:9.2f} ms   {baseline:>16s} "
+              f"{med[baseline] * 1e3:9.2f} ms   x{ratio:5.2f}")
+
+
+# --- gated_act ------------------------------------------------------------------------
+
+def bench_gated_act(rows, device, reps, shape=(8, 500, 3072), dtype=torch.float32):
+    n = shape[-1]
+    x = torch.randn(shape, device=device, dtype=dtype)
+    b = torch.randn(n, device=device, dtype=dtype)
+    g = (torch.rand(n, device=device) > 0.5).to(dtype) + 0.0
+    dy = torch.randn(shape, device=device, dtype=dtype)
+    leaves = [t.clone().requires_grad_() for t in (x, b, g)]
+
+    def eager_fwd():
+        with torch.no_grad():
+            return g * F.gelu(x + b)
+
+    def eager_both():
+        xs, bs, gs = leaves
+        y = gs * F.gelu(xs + bs)
+        return torch.autograd.grad(y, (xs, bs, gs), dy)
+
+    def kernel_fwd():
+        with torch.no_grad():
+            return sk.gated_act(x, b, g, "gelu")
+
+    def kernel_both():
+        xs, bs, gs = leaves
+        return torch.autograd.grad(sk.gated_act(xs, bs, gs, "gelu"), (xs, bs, gs), dy)
+
+    names = [n for n in ("cuda", "triton", "cpp") if not dict(
+        sk.dispatch.reasons("gated_act", x, b, g))[n]]
+    for name in names:
+        with backend(name):
+            title = f"gated_act gelu {tuple(shape)} {str(dtype)[6:]}"
+            med = compare({"eager": eager_fwd, name: kernel_fwd}, device, reps)
+            report(rows, title + " fwd", med, "eager", [name])
+            med = compare({"eager": eager_both, name: kernel_both}, device, reps)
+            report(rows, title + " fwd+bwd", med, "eager", [name])
+
+
+# --- gather_compact -------------------------------------------------------------------
+
+def wav2vec2_base_plan(device, dtype=torch.float32, keep=0.5, seed=0):
+    """Sources and a plan shaped like pruning wav2vec2-base to `keep` of its units: the
+    7 conv layers' 512 channels (out of layer i, in of layer i+1, the feature projection's
+    inputs), 12 layers x 12 heads x 64 (q/k/v rows, out_proj columns) and the FFN's 3072
+    neurons (fc1 rows + bias, fc2 columns); biases and norms of kept dims are copied whole."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype)
+
+    def subset(n, k):
+        return torch.randperm(n, generator=gen)[:k].sort().values
+
+    sources, plans = [], []
+
+    def add(t, index):
+        sources.append(t)
+        plans.append((len(sources) - 1, index))
+
+    kernels = [10, 3, 3, 3, 3, 2, 2]
+    ch = int(512 * keep)
+    prev = None
+    for i, k in enumerate(kernels):
+        cur = subset(512, ch)
+        add(rand(512, 1 if i == 0 else 512, k), (cur, None if i == 0 else prev, None))
+        prev = cur
+    add(rand(512), (prev,))                                   # feature projection layer norm
+    add(rand(768, 512), (None, prev))                         # feature projection
+    heads = int(12 * keep)
+    for _ in range(12):
+        kept_heads = subset(12, heads)
+        rows = (kept_heads[:, None] * 64 + torch.arange(64)).reshape(-1)
+        for _ in range(3):                                    # q, k, v
+            add(rand(768, 768), (rows, None))
+            add(rand(768), (rows,))
+        add(rand(768, 768), (None, rows))                     # out_proj
+        add(rand(768), (None,))
+        neurons = subset(3072, int(3072 * keep))
+        add(rand(3072, 768), (neurons, None))                 # FFN in
+        add(rand(3072), (neurons,))
+        add(rand(768, 3072), (None, neurons))                 # FFN out
+        for _ in range(3):                                    # FFN out bias, 2 layer norms
+            add(rand(768), (None,))
+    return sources, plans
+
+
+def bench_gather(rows, device, reps):
+    sources, plans = wav2vec2_base_plan(device)
+    table = sk.build_table(sources, plans)
+    src_bytes = sum(s.numel() for s in sources) * 4
+    flat = torch.cat([s.reshape(-1) for s in sources])[: table.total].contiguous()
+    extra = {"out_MB": table.total * 4 / 2**20, "source_MB": src_bytes / 2**20,
+             "outputs": len(plans)}
+    print(f"wav2vec2-base 50% plan: {len(plans)} outputs, {extra['out_MB']:.1f} MB kept of "
+          f"{extra['source_MB']:.1f} MB")
+
+    def copy():
+        return flat.clone()
+
+    def per_tensor():
+        return sk.reference.gather_compact(sources, plans)
+
+    fns = {"copy": copy, "index_select": per_tensor}
+    names = [n for n in ("cuda", "triton", "cpp") if not dict(
+        sk.dispatch.reasons("gather_compact", sources))[n]]
+    for name in names:
+        def run(name=name):
+            with backend(name):
+                return sk.gather_compact_flat(sources, table)
+        fns[name] = run
+    med = compare(fns, device, reps)
+    report(rows, "gather_compact wav2vec2-base 50%", med, "copy", names + ["index_select"], extra)
+    if device == "cuda":
+        for name in names:
+            bw = 2 * table.total * 4 / med[name] / 1e9
+            copy_bw = 2 * table.total * 4 / med["copy"] / 1e9
+            print(f"  {name}: {bw:.0f} GB/s vs copy {copy_bw:.0f} GB/s ({bw / copy_bw:.0%})")
+
+
+# --- gated_attention ------------------------------------------------------------------
+
+def bench_attention(rows, device, reps):
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    configs = [(8, 12, t, 64) for t in (500, 1500)] if device == "cuda" else [(2, 6, 500, 64)]
+    for (bsz, heads, t, d) in configs:
+        q, k, v = (torch.randn(bsz, heads, t, d, device=device, dtype=dtype) for _ in range(3))
+        dy = torch.randn_like(q)
+        alive = torch.ones(heads, device=device)
+        half = alive.clone()
+        half[heads // 2:] = 0
+        leaves = [t_.clone().requires_grad_() for t_ in (q, k, v)]
+
+        def sdpa_both():
+            gate = alive.clone().requires_grad_()
+            y = F.scaled_dot_product_attention(*leaves) * gate[None, :, None, None]
+            return torch.autograd.grad(y, (*leaves, gate), dy)
+
+        def ours(gate_values):
+            def run():
+                gate = gate_values.clone().requires_grad_()
+                y = sk.gated_attention(*leaves, gate)
+                return torch.autograd.grad(y, (*leaves, gate), dy)
+            return run
+
+        title = f"gated_attention fwd+bwd B{bsz} H{heads} T{t} D{d} {str(dtype)[6:]}"
+        chosen = sk.dispatch.choose("gated_attention", q, k, v, alive, None)
+        med = compare({"sdpa+gate": sdpa_both, f"{chosen}": ours(alive),
+                       f"{chosen} half dead": ours(half)}, device, reps)
+        report(rows, title, med, "sdpa+gate", [chosen, f"{chosen} half dead"])
+        print(f"  half the heads dead: x{med[chosen] / med[chosen + ' half dead']:.2f} "
+              f"faster than all alive")
+
+
+def environment(device):
+    info = {"device": torch.cuda.get_device_name() if device == "cuda" else platform.processor()
+            or platform.machine(), "torch": torch.__version__, "python": platform.python_version(),
+            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    try:
+        import triton
+        info["triton"] = triton.__version__
+    except ImportError:
+        pass
+    if device == "cpu":
+        with contextlib.suppress(OSError):
+            for line in open("/proc/cpuinfo"):
+                if line.startswith("model name"):
+                    info["device"] = line.split(":", 1)[1].strip()
+                    break
+    return info
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--reps", type=int, default=11)
+    parser.add_argument("--only", choices=["gated_act", "gather", "attention"], action="append")
+    parser.add_argument("--no-save", action="store_true")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    rows = []
+    only = set(args.only or ["gated_act", "gather", "attention"])
+    env = environment(args.device)
+    print(json.dumps(env))
+    if "gated_act" in only:
+        bench_gated_act(rows, args.device, args.reps)
+    if "gather" in only:
+        bench_gather(rows, args.device, args.reps)
+    if "attention" in only:
+        bench_attention(rows, args.device, args.reps)
+    if not args.no_save:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        tag = "".join(c if c.isalnum() else "-" for c in env["device"]).strip("-").lower()
+        path = RESULTS / f"kernels-{args.device}-{tag[:40]}.json"
+        path.write_text(json.dumps({"environment": env, "results": rows}, indent=2) + "\n")
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
