@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import subnet
-from conftest import build
+from builders import build
 from test_compact import inputs_for, random_keep, run
 
 

@@ -4,7 +4,7 @@ import torch
 
 import subnet
 from subnet.cli import main
-from conftest import build
+from builders import build
 from test_compact import random_keep
 
 

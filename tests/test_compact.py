@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import subnet
-from conftest import build
+from builders import build
 
 TOL = 1e-4  # max |diff| <= TOL * max |ref| in float32
 

@@ -4,7 +4,7 @@ import torch
 from transformers import WhisperFeatureExtractor
 
 from subnet.frontends import RawWaveFrontEnd, WhisperLogMel
-from conftest import build
+from builders import build
 
 
 def test_whisper_logmel_matches_transformers():

@@ -6,7 +6,7 @@ import torch
 
 import subnet
 from subnet.gates import straight_through
-from conftest import build
+from builders import build
 from test_compact import inputs_for, masked_output, random_keep
 
 

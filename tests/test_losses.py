@@ -8,7 +8,7 @@ import torch
 
 import subnet
 from subnet.losses import sparsity_loss
-from conftest import build
+from builders import build
 
 
 def sig(x):

@@ -44,7 +44,10 @@ def _unique_state(model: nn.Module) -> dict[str, torch.Tensor]:
             continue
         if key is not None:
             seen[key] = name
-        out[name] = t.detach().contiguous()
+        t = t.detach().contiguous()
+        if t.untyped_storage().nbytes() != t.nbytes:  # a view into compaction's one buffer
+            t = t.clone()
+        out[name] = t
     return out
 
 

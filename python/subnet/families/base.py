@@ -94,6 +94,39 @@ def gate_output(module: nn.Module, mm, group: str, channel_dim: int):
     return handle.remove
 
 
+#: transformers activation names -> subnet_kernels.gated_act's
+FUSED_ACTS = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+              "silu": "silu", "swish": "silu"}
+
+
+class GatedActivation(nn.Module):
+    """gate * act(x) in one fused kernel (subnet_kernels.gated_act): stands in for an FFN's
+    activation while the model is gated, so the neuron gate costs no extra pass."""
+
+    def __init__(self, act: str, mm, group: str):
+        super().__init__()
+        self.act, self.group = act, group
+        self._mm = [mm]  # not a submodule
+
+    def forward(self, x):
+        from subnet_kernels import gated_act
+        return gated_act(x, None, self._mm[0].gate(self.group).to(x.dtype), self.act)
+
+
+def gate_activation(owner: nn.Module, attr: str, act_name, consumer: nn.Module, mm, group: str):
+    """Gate FFN neurons: fuse the gate into `owner.<attr>` (the activation) when it is one
+    gated_act supports, else multiply the input of `consumer` (the second linear)."""
+    act = FUSED_ACTS.get(act_name) if isinstance(act_name, str) else None
+    if act is None:
+        return gate_input_last_dim(consumer, mm, group)
+    original = getattr(owner, attr)
+    setattr(owner, attr, GatedActivation(act, mm, group))
+
+    def undo():
+        setattr(owner, attr, original)
+    return undo
+
+
 def override_forward(module: nn.Module, fn):
     """Replace `module.forward` by `fn(module, ...)` on this instance only."""
     module.forward = types.MethodType(fn, module)
@@ -119,16 +152,23 @@ def _tensors(model: nn.Module) -> dict[str, tuple[nn.Module, str, torch.Tensor]]
 def apply_slices(model: nn.Module, groups: dict[str, UnitGroup], keep: dict) -> None:
     """Replace every sliced parameter/buffer by the entries that kept units own.
 
-    Gathers are done per tensor here; `subnet.compact` may pre-compute all of them in one
-    batched gather and pass them through `precomputed`."""
+    All of a model's pruned tensors are built by one `subnet_kernels.gather_compact` launch
+    per (device, dtype) from an index table; the results are views into one buffer."""
+    from subnet_kernels import gather_compact
+
     index = plan_indices(groups, keep)
     tensors = _tensors(model)
+    batches: dict = {}
     for name, dims in index.items():
-        mod, attr, t = tensors[name]
-        new = t
-        for dim, idx in dims.items():
-            new = new.index_select(dim, idx.to(new.device))
-        set_tensor(mod, attr, new.contiguous())
+        _, _, t = tensors[name]
+        plan = [dims.get(d) for d in range(t.dim())]
+        batches.setdefault((t.device, t.dtype), []).append((name, t, plan))
+    for items in batches.values():
+        sources = [t.detach() for _, t, _ in items]
+        plans = [(k, [None if i is None else i.to(t.device) for i in plan]) for k, (_, t, plan) in enumerate(items)]
+        for (name, _, _), new in zip(items, gather_compact(sources, plans)):
+            mod, attr, _ = tensors[name]
+            set_tensor(mod, attr, new)
 
 
 def plan_indices(groups: dict[str, UnitGroup], keep: dict) -> dict[str, dict[int, torch.Tensor]]:

@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..units import Slice, UnitGroup
-from .base import (BiasOnly, Family, apply_slices, gate_input_last_dim, gate_output,
+from .base import (BiasOnly, Family, apply_slices, gate_activation, gate_input_last_dim, gate_output,
                    override_forward, replace_module, sync_metadata, zero_padded_from)
 
 CLASSES = ("Wav2Vec2Model", "HubertModel", "WavLMModel", "Data2VecAudioModel")
@@ -116,7 +116,9 @@ class Wav2Vec2Family(Family):
                 else:
                     undo.append(gate_input_last_dim(att.out_proj, mm, name, block=att.head_dim))
             elif group.kind == "ffn":
-                undo.append(gate_input_last_dim(model.get_submodule(path).output_dense, mm, name))
+                ff = model.get_submodule(path)
+                undo.append(gate_activation(ff, "intermediate_act_fn", model.config.hidden_act,
+                                            ff.output_dense, mm, name))
         return undo
 
     # --- shrinking ----------------------------------------------------------------------

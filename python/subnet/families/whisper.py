@@ -11,7 +11,7 @@ import torch
 import transformers
 
 from ..units import Slice, UnitGroup
-from .base import (BiasOnly, Family, apply_slices, gate_input_channels, gate_input_last_dim,
+from .base import (BiasOnly, Family, apply_slices, gate_activation, gate_input_channels, gate_input_last_dim,
                    replace_module, sync_metadata)
 from .wav2vec2 import _params
 
@@ -75,7 +75,9 @@ class WhisperFamily(Family):
                 att = model.get_submodule(name.rsplit(".", 1)[0])
                 undo.append(gate_input_last_dim(att.out_proj, mm, name, block=att.head_dim))
             elif group.kind == "ffn":
-                undo.append(gate_input_last_dim(model.get_submodule(name.rsplit(".", 1)[0]).fc2, mm, name))
+                layer = model.get_submodule(name.rsplit(".", 1)[0])
+                act = self.encoder(model)[0].config.activation_function
+                undo.append(gate_activation(layer, "activation_fn", act, layer.fc2, mm, name))
         return undo
 
     def shrink(self, model, groups, keep):
