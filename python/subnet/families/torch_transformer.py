@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..units import Slice, UnitGroup
+from .attention import gated_sdpa
 from .base import Family, apply_slices, gate_input_last_dim, override_forward, sync_metadata
 
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
@@ -49,9 +50,12 @@ def multi_head_attention(mha, x, key_padding_mask=None, attn_mask=None, gate=Non
         kpm = kpm.view(bsz, 1, 1, t)
         mask = kpm if mask is None else mask + kpm
     p = mha.dropout if mha.training else 0.0
-    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-    if gate is not None:
-        o = o * gate.to(o.dtype).view(1, heads, 1, 1)
+    if gate is not None and attn_mask is None:  # a padding mask only: the fused kernel can take it
+        o = gated_sdpa(q, k, v, gate, mask, dropout=p)
+    else:
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        if gate is not None:
+            o = o * gate.to(o.dtype).view(1, heads, 1, 1)
     return mha.out_proj(o.transpose(1, 2).reshape(bsz, t, heads * dh))
 
 

@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..units import Slice, UnitGroup
+from .attention import gate_heads
 from .base import (BiasOnly, Family, apply_slices, gate_activation, gate_input_last_dim, gate_output,
                    override_forward, replace_module, sync_metadata, zero_padded_from)
 
@@ -99,6 +100,9 @@ class Wav2Vec2Family(Family):
     def install_gates(self, mm):
         model, undo = mm.backbone, []
         wavlm = _is_wavlm(model)
+        heads = {n: model.get_submodule(n.rsplit(".", 1)[0]) for n, g in mm.groups.items() if g.kind == "head"}
+        if heads and not wavlm:
+            undo += gate_heads(model, heads, mm)
         for name, group in mm.groups.items():
             path = name.rsplit(".", 1)[0]
             if group.kind == "conv":
@@ -113,8 +117,6 @@ class Wav2Vec2Family(Family):
                 att = model.get_submodule(path)
                 if wavlm:
                     undo.append(override_forward(att, _masked_wavlm_forward(mm, name)))
-                else:
-                    undo.append(gate_input_last_dim(att.out_proj, mm, name, block=att.head_dim))
             elif group.kind == "ffn":
                 ff = model.get_submodule(path)
                 undo.append(gate_activation(ff, "intermediate_act_fn", model.config.hidden_act,

@@ -11,6 +11,7 @@ import torch
 import transformers
 
 from ..units import Slice, UnitGroup
+from .attention import gate_heads
 from .base import (BiasOnly, Family, apply_slices, gate_activation, gate_input_channels, gate_input_last_dim,
                    replace_module, sync_metadata)
 from .wav2vec2 import _params
@@ -68,12 +69,12 @@ class WhisperFamily(Family):
 
     def install_gates(self, mm):
         model, undo = mm.backbone, []
+        heads = {n: model.get_submodule(n.rsplit(".", 1)[0]) for n, g in mm.groups.items() if g.kind == "head"}
+        if heads:
+            undo += gate_heads(model, heads, mm)
         for name, group in mm.groups.items():
             if group.kind == "conv":
                 undo.append(gate_input_channels(self.encoder(model)[0].conv2, mm, name))
-            elif group.kind == "head":
-                att = model.get_submodule(name.rsplit(".", 1)[0])
-                undo.append(gate_input_last_dim(att.out_proj, mm, name, block=att.head_dim))
             elif group.kind == "ffn":
                 layer = model.get_submodule(name.rsplit(".", 1)[0])
                 act = self.encoder(model)[0].config.activation_function
