@@ -12,6 +12,8 @@ $(STAMP): requirements.txt setup.py $(wildcard csrc/*/*.cpp csrc/*/*.cu csrc/*.h
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet -r requirements.txt
 	$(VENV)/bin/python -m pip install --quiet --no-build-isolation -e .
+	# the editable install does not place subnet_kernels._C beside the package: build it in place
+	$(VENV)/bin/python setup.py -q build_ext --inplace > build-ext.log 2>&1 || (tail -40 build-ext.log; false)
 	touch $(STAMP)
 
 .venv: $(STAMP)

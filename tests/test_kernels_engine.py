@@ -57,3 +57,14 @@ def test_default_path_matches_reference(reference, tmp_path):
     finally:
         if env_backend is not None:
             ENV["SUBNET_KERNEL_BACKEND"] = env_backend
+
+
+def test_the_cpp_extension_is_built_and_chosen_on_cpu():
+    """`make .venv` builds subnet_kernels._C; without it the C++ tests would only skip."""
+    if os.environ.get("SUBNET_ALLOW_NO_EXTENSION") == "1":
+        pytest.skip("SUBNET_ALLOW_NO_EXTENSION=1")
+    import subnet_kernels
+    from subnet_kernels import dispatch
+    assert dispatch.extension() is not None, "subnet_kernels._C is missing: run `make .venv`"
+    x = torch.randn(4, 8)
+    assert "gated_act: runs on cpp" in subnet_kernels.explain("gated_act", x, None, torch.ones(8))

@@ -245,8 +245,12 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("-t", type=float, default=0.5, help="kept fraction of the gated parameters")
     p.set_defaults(func=_demo)
+    from .benchcli import add_bench_parser
     from .data.cli import add_data_parser
+    from .export import add_export_parser
     add_data_parser(sub)
+    add_bench_parser(sub)
+    add_export_parser(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -1,0 +1,227 @@
+"""`subnet export`: a compact encoder (or a whole pipeline) as ONNX or TorchScript, checked.
+
+The exported graph is run on a fresh random input (onnxruntime for ONNX, torch.jit.load
+for TorchScript) and compared with PyTorch: max |diff| must stay within 1e-4 of the
+output's magnitude. The batch axis is dynamic where the model allows it (checked by
+running a batch of a different size); otherwise the export falls back to fixed shapes.
+The time axis is fixed: the clip length given with --seconds (Whisper: its window).
+"""
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+EXPORT_BATCH, CHECK_BATCH = 2, 3  # export traces one batch size, the check runs another
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+
+
+class ExportError(RuntimeError):
+    """The exported model does not reproduce the PyTorch model."""
+
+
+class Positional(nn.Module):
+    """Tensors in by position, one tensor out: the calling convention exporters want."""
+
+    def __init__(self, names: list[str], fn, owner: nn.Module, constants: dict | None = None):
+        super().__init__()
+        self.names, self.fn, self.owner, self.constants = names, fn, owner, constants or {}
+
+    def forward(self, *tensors):
+        return self.fn({**self.constants, **dict(zip(self.names, tensors))})
+
+
+def encoder_graph(model: nn.Module, seconds: float | None, batch: int, seed: int):
+    """(module, example inputs dict, family) for a compact encoder on `batch` random clips."""
+    from .benchcli import FRAME_RATE, fit_seconds, make_inputs
+    from .families import family_of
+    family = family_of(model)
+    if family.name == "whisper":
+        model = family.encoder(model)[0]
+        seconds = seconds or model.config.max_source_positions / FRAME_RATE
+        model = fit_seconds(model, seconds)
+    inputs, _ = make_inputs(model, family, batch, seconds or 1.0, torch.Generator().manual_seed(seed))
+    tensors = {k: v for k, v in inputs.items() if torch.is_tensor(v)}
+    consts = {k: v for k, v in inputs.items() if not torch.is_tensor(v)}
+
+    def run(d):
+        return family.main_output(family.run_probe(model, d))
+    return Positional(list(tensors), run, model.eval(), consts), tensors
+
+
+def pipeline_graph(pipe, seconds: float | None, batch: int, seed: int):
+    """(module, example inputs) for front-end features (+ the frames mask) -> head logits."""
+    from .frontends import WhisperLogMel
+    fe = pipe.front_end
+    if seconds is None:
+        seconds = fe.n_samples / fe.sample_rate if isinstance(fe, WhisperLogMel) else 1.0
+    n = round(seconds * fe.sample_rate)
+    gen = torch.Generator().manual_seed(seed)
+    waves, lengths = 0.1 * torch.randn(batch, n, generator=gen), torch.full((batch,), n)
+    features = fe.inputs(waves, lengths)
+    with torch.no_grad():
+        n_frames = pipe.encoder(**features).last_hidden_state.shape[1]
+    inputs = {**features, "frames": fe.frames(lengths, n_frames)}
+
+    def run(d):
+        d = dict(d)
+        frames = d.pop("frames")
+        states = pipe.encoder(**d, output_hidden_states=True).hidden_states
+        return pipe.head(states, frames)
+    return Positional(list(inputs), run, pipe.eval()), inputs
+
+
+def _batch_dim(t: torch.Tensor, batch: int) -> int | None:
+    return next((i for i, s in enumerate(t.shape) if s == batch), None)
+
+
+def _resample(inputs: dict, batch: int, seed: int) -> dict:
+    """Fresh inputs like `inputs`, with `batch` along each tensor's batch axis."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for k, v in inputs.items():
+        dim = _batch_dim(v, EXPORT_BATCH)
+        shape = list(v.shape)
+        if dim is not None:
+            shape[dim] = batch
+        if v.is_floating_point():
+            out[k] = torch.randn(*shape, generator=gen).to(v.dtype)
+        else:  # masks and lengths: repeat the first item's
+            idx = torch.zeros(batch, dtype=torch.long)
+            out[k] = v.index_select(dim, idx) if dim is not None else v.clone()
+    return out
+
+
+def _onnx(module: nn.Module, inputs: dict, path: Path, dynamic: bool, opset: int) -> None:
+    with torch.no_grad():
+        out = module(*inputs.values())
+    axes = {}
+    if dynamic:
+        axes = {k: {d: "batch"} for k, v in inputs.items() if (d := _batch_dim(v, EXPORT_BATCH)) is not None}
+        if (d := _batch_dim(out, EXPORT_BATCH)) is not None:
+            axes["output"] = {d: "batch"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's warnings about Python values in the graph
+        torch.onnx.export(module, tuple(inputs.values()), str(path), input_names=list(inputs),
+                          output_names=["output"], dynamic_axes=axes or None, opset_version=opset,
+                          dynamo=False)
+
+
+def _run_onnx(path: Path, inputs: dict) -> torch.Tensor:
+    import onnxruntime as ort
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    wanted = {i.name for i in session.get_inputs()}  # inputs the graph does not use are dropped
+    feed = {k: v.numpy() for k, v in inputs.items() if k in wanted}
+    return torch.from_numpy(session.run(None, feed)[0])
+
+
+def _torchscript(module: nn.Module, inputs: dict, path: Path) -> None:
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(module, tuple(inputs.values()), strict=False, check_trace=False)
+        torch.jit.save(traced, str(path))
+
+
+def _run_torchscript(path: Path, inputs: dict) -> torch.Tensor:
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit: deprecated, still shipped
+        return torch.jit.load(str(path))(*inputs.values())
+
+
+def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """max |out - ref| / max |ref| (inf when the shapes differ)."""
+    if out.shape != ref.shape:
+        return float("inf")
+    return float((out.float() - ref.float()).abs().max() / ref.float().abs().max().clamp(min=1e-30))
+
+
+def export(src, fmt: str = "onnx", out=None, pipeline: bool = False, seconds: float | None = None,
+           opset: int = 17, rtol: float = 1e-4) -> dict:
+    """Export the artifact at `src`; check it against PyTorch; return what was written."""
+    from . import load
+    from .pipeline import load_pipeline
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose from {sorted(FORMATS)}")
+    src = Path(src)
+    if pipeline:
+        module, inputs = pipeline_graph(load_pipeline(src), seconds, EXPORT_BATCH, seed=0)
+    else:
+        module, inputs = encoder_graph(load(src), seconds, EXPORT_BATCH, seed=0)
+    path = Path(out) if out else src / (("pipeline" if pipeline else "encoder") + FORMATS[fmt])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write, run = (_onnx, _run_onnx) if fmt == "onnx" else (_torchscript, _run_torchscript)
+    check = _resample(inputs, CHECK_BATCH, seed=1)
+    with torch.no_grad():
+        ref = module(*check.values())
+    dynamic = True
+    for attempt in ("dynamic", "static"):
+        if attempt == "static":  # the graph baked the batch size in: export and check fixed shapes
+            dynamic, check = False, _resample(inputs, EXPORT_BATCH, seed=1)
+            with torch.no_grad():
+                ref = module(*check.values())
+        if fmt == "onnx":
+            _onnx(module, inputs, path, dynamic, opset)
+        else:
+            _torchscript(module, inputs, path)
+        try:
+            err = relative_error(run(path, check), ref)
+        except Exception:  # a runtime shape error is how a baked-in batch size shows
+            err = float("inf")
+        if err <= rtol or attempt == "static":
+            break
+    if not err <= rtol:
+        raise ExportError(f"{path}: the exported model's output differs from PyTorch's by {err:.3g} "
+                          f"of its magnitude (limit {rtol:g})")
+    return {"path": str(path), "format": fmt, "bytes": path.stat().st_size, "relative_error": err,
+            "dynamic_batch": dynamic, "inputs": {k: list(v.shape) for k, v in inputs.items()},
+            "output": list(ref.shape)}
+
+
+def _export(args) -> int:
+    try:
+        r = export(args.artifact, args.format, args.out, args.pipeline, args.seconds, args.opset)
+    except (ExportError, ValueError) as e:
+        raise SystemExit(f"subnet export: {e}") from None
+    shapes = ", ".join(f"{k} {v}" for k, v in r["inputs"].items())
+    print(f"wrote {r['path']} ({r['bytes'] / 2**20:.2f} MB, {r['format']})")
+    print(f"inputs: {shapes}; batch axis {'dynamic' if r['dynamic_batch'] else 'fixed'}")
+    print(f"matches PyTorch: max relative difference {r['relative_error']:.2e}")
+    return 0
+
+
+def add_export_parser(subparsers) -> argparse.ArgumentParser:
+    """Register `subnet export` on an argparse subparsers object."""
+    from .benchcli import HelpFormatter
+    p = subparsers.add_parser(
+        "export", help="the compact encoder (or whole pipeline) as ONNX or TorchScript",
+        description="Export a compact artifact's encoder (input: the front end's features, output: the "
+                    "last hidden state) or, with --pipeline, encoder + task head (features and the "
+                    "frames mask in, logits out). The batch axis is dynamic where the graph allows it, "
+                    "the clip length is fixed (--seconds). The exported file is run on a fresh random "
+                    "input (ONNX through onnxruntime) and must match PyTorch within 1e-4 of the "
+                    "output's magnitude.", formatter_class=HelpFormatter)
+    p.add_argument("artifact", metavar="DIR", help="compact artifact directory (from subnet extract or subnet.save)")
+    p.add_argument("--format", choices=sorted(FORMATS), default="onnx",
+                   help="onnx (checked in onnxruntime) or torchscript")
+    p.add_argument("--out", metavar="FILE", help="output file (unset: DIR/encoder.onnx, DIR/pipeline.pt, ...)")
+    p.add_argument("--pipeline", action="store_true", help="export encoder + task head, not the encoder alone")
+    p.add_argument("--seconds", type=float, help="clip length of the example input (unset: Whisper's "
+                   "window, else 1 s); a Whisper encoder is exported for this window")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version")
+    p.set_defaults(func=_export)
+    return p
+
+
+def main(argv=None) -> int:
+    """`python -m subnet.export ...`: the same command without the rest of the CLI."""
+    parser = argparse.ArgumentParser(prog="subnet")
+    add_export_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

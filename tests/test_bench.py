@@ -1,0 +1,152 @@
+"""`subnet bench` (subnet.benchcli): JSON fields, interleaving, the speedup verdict, inputs.
+
+No absolute times are asserted: the timings of tiny models on a shared machine are noise."""
+import json
+
+import pytest
+import torch
+
+import subnet
+from builders import build
+from subnet import benchcli
+
+
+def _artifact(kind, path):
+    mm = subnet.attach_masks(build(kind))
+    mm.set_keep({n: torch.arange(g.size) % 2 == 0 for n, g in mm.groups.items()})
+    return subnet.save(subnet.compact(mm), path)
+
+
+@pytest.fixture(scope="module")
+def whisper_dir(tmp_path_factory):
+    return _artifact("whisper", tmp_path_factory.mktemp("bench") / "whisper-half")
+
+
+@pytest.fixture
+def one_thread():
+    """--threads 1 is process-wide: put torch's thread count back afterwards."""
+    before = torch.get_num_threads()
+    yield ["--threads", "1"]  # tiny models on a shared machine: one thread avoids OpenMP stalls
+    torch.set_num_threads(before)
+
+
+def _stats(median, p10, p90):
+    return {"median_s": median, "p10_s": p10, "p90_s": p90}
+
+
+# --- the verdict -----------------------------------------------------------------------------
+def test_overlapping_spreads_are_no_speedup():
+    c = benchcli.compare(_stats(1.0, 0.8, 1.3), _stats(1.1, 0.9, 1.4))
+    assert c["speedup"] is None and c["verdict"] == benchcli.NO_DIFFERENCE
+    assert c["latency_ratio"] == pytest.approx(1.1)  # the raw ratio stays in the JSON
+    assert benchcli.verdict_text(c) == benchcli.NO_DIFFERENCE
+
+
+def test_separated_spreads_give_a_speedup_or_a_slowdown():
+    faster = benchcli.compare(_stats(1.0, 0.95, 1.05), _stats(2.0, 1.9, 2.1))
+    assert faster["verdict"] == "faster" and faster["speedup"] == pytest.approx(2.0)
+    lo, hi = faster["ratio_range"]
+    assert lo == pytest.approx(1.9 / 1.05) and hi == pytest.approx(2.1 / 0.95)
+    assert benchcli.verdict_text(faster).startswith("x2.00")
+    slower = benchcli.compare(_stats(2.0, 1.9, 2.1), _stats(1.0, 0.95, 1.05))
+    assert slower["verdict"] == "slower" and slower["speedup"] == pytest.approx(0.5)
+
+
+def test_touching_spreads_are_no_speedup():
+    # model p90 == baseline p10: the range reaches exactly 1.0
+    c = benchcli.compare(_stats(1.0, 0.9, 1.2), _stats(1.5, 1.2, 1.6))
+    assert c["speedup"] is None
+
+
+def test_summarize():
+    s = benchcli.summarize([float(i) for i in range(1, 12)], batch=4, seconds=2.0)
+    assert s["median_s"] == 6.0 and s["p10_s"] == 2.0 and s["p90_s"] == 10.0 and s["n"] == 11
+    assert s["clips_per_s"] == pytest.approx(4 / 6) and s["audio_s_per_s"] == pytest.approx(8 / 6)
+
+
+# --- interleaving ------------------------------------------------------------------------------
+def test_calls_are_interleaved_after_warmup():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in ("a", "b")}
+    clock = iter(range(100))
+    times = benchcli.interleaved_times(fns, repeats=4, warmup=2, timed=lambda fn: (fn(), next(clock))[1])
+    assert calls == ["a", "b"] * 2 + ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert times == {"a": [0, 3, 4, 7], "b": [1, 2, 5, 6]}
+
+
+# --- inputs ----------------------------------------------------------------------------------------
+def test_inputs_through_the_front_end():
+    gen = torch.Generator().manual_seed(0)
+    w2v = build("wav2vec2")
+    inputs, note = benchcli.make_inputs(w2v, subnet.family_of(w2v), 3, 0.25, gen)
+    assert list(inputs["input_values"].shape) == [3, 4000] and note == ""
+    enc = benchcli.fit_seconds(build("whisper"), 0.2)  # window 0.26 s -> 0.2 s
+    inputs, _ = benchcli.make_inputs(enc, subnet.family_of(enc), 2, 0.2, gen)
+    assert list(inputs["input_features"].shape) == [2, 16, 20]
+    enc(**inputs)
+
+
+def test_whisper_window_is_a_limit():
+    with pytest.raises(ValueError, match="at most 0.26 s"):
+        benchcli.fit_seconds(build("whisper"), 1.0)
+
+
+@pytest.mark.parametrize("kind", ["torch-batch", "torch-seq-prenorm"])
+def test_inputs_without_a_front_end(kind):
+    model = build(kind)
+    inputs, note = benchcli.make_inputs(model, subnet.family_of(model), 3, 0.5, torch.Generator())
+    shape = [3, 25, 40] if kind == "torch-batch" else [25, 3, 40]
+    assert list(inputs["src"].shape) == shape and note == ""
+    model(**inputs)
+
+
+# --- the command --------------------------------------------------------------------------------
+def test_compact_against_its_dense_base(whisper_dir, tmp_path, capsys, one_thread):
+    out = tmp_path / "bench.json"
+    assert benchcli.main(["bench", str(whisper_dir), "--batch", "1,2", "--seconds", "0.2", "--repeats", "3",
+                          "--warmup", "1", "--json", str(out), *one_thread]) == 0
+    text = capsys.readouterr().out
+    assert "compact" in text and "dense" in text
+    report = json.loads(out.read_text())
+    assert {"device", "torch", "threads", "dtype"} <= set(report["environment"])
+    assert report["environment"]["threads"] == 1
+    compact, dense = report["models"]["compact"], report["models"]["dense"]
+    assert compact["kind"] == "compact" and dense["kind"] == "dense-base"
+    assert compact["params"] < dense["params"] and compact["weight_bytes"] < dense["weight_bytes"]
+    assert compact["file_bytes"] > 0 and dense["file_bytes"] is None
+    assert [(r["batch"], r["seconds"]) for r in report["runs"]] == [(1, 0.2), (2, 0.2)]
+    for run in report["runs"]:
+        assert run["inputs"] == {"input_features": [run["batch"], 16, 20]}
+        for k in ("compact", "dense"):
+            r = run[k]
+            assert r["p10_s"] <= r["median_s"] <= r["p90_s"] and r["n"] == 3 and len(r["times_s"]) == 3
+            assert r["flops"] > 0 and r["clips_per_s"] > 0 and "added_bytes" in r["memory"]
+        assert run["compact"]["flops"] < run["dense"]["flops"]
+        c = run["comparison"]
+        assert {"latency_ratio", "ratio_range", "speedup", "verdict", "ideal_speedup", "fraction_of_ideal"} <= set(c)
+        assert c["ideal_speedup"] == pytest.approx(run["dense"]["flops"] / run["compact"]["flops"])
+        assert (c["speedup"] is None) == (c["verdict"] == benchcli.NO_DIFFERENCE)
+
+
+def test_vs_and_single_model(whisper_dir, tmp_path, one_thread):
+    out = tmp_path / "vs.json"
+    benchcli.main(["bench", str(whisper_dir), "--vs", str(whisper_dir), "--batch", "1", "--seconds", "0.1",
+                   "--repeats", "2", "--warmup", "0", "--no-memory", "--json", str(out), *one_thread])
+    report = json.loads(out.read_text())
+    assert list(report["models"]) == ["model", "baseline"]
+    run = report["runs"][0]
+    assert run["model"]["flops"] == run["baseline"]["flops"] and "memory" not in run["model"]
+    enc_dir = tmp_path / "enc"
+    build("whisper").save_pretrained(enc_dir)
+    benchcli.main(["bench", str(enc_dir), "--batch", "1", "--seconds", "0.1", "--repeats", "2", "--no-flops",
+                   "--json", str(out), *one_thread])
+    report = json.loads(out.read_text())
+    assert list(report["models"]) == ["model"] and "comparison" not in report["runs"][0]
+    assert report["models"]["model"]["file_bytes"] > 0
+
+
+def test_bad_arguments(whisper_dir):
+    with pytest.raises(SystemExit):
+        benchcli.main(["bench", str(whisper_dir), "--batch", "0"])
+    with pytest.raises(SystemExit, match="at most"):
+        benchcli.main(["bench", str(whisper_dir), "--seconds", "5"])
