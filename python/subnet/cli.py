@@ -35,22 +35,18 @@ def _inspect(args) -> int:
 
 
 def _extract(args) -> int:
-    from .extract import extract, format_table
-    from .train import ExtractConfig
-
     import os
 
+    import torch
     import torch.distributed as dist
 
+    from .extract import extract, format_table
+    from .options import config_from_args
+    from .train import ExtractConfig
+
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():  # under torchrun
-        import torch
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    layer = args.layer if args.layer == "weighted" else int(args.layer)
-    cfg = ExtractConfig(task=args.task, kinds=tuple(args.kinds), loss=args.loss, t=args.t, lam=args.lam,
-                        cost=args.cost, steps=args.steps, batch_size=args.batch_size, lr_gates=args.lr_gates,
-                        lr_head=args.lr_head, layer=layer, eval_every=args.eval_every, seed=args.seed,
-                        head_dropout=args.head_dropout, train_gates=not args.probe,
-                        checkpoint_every=args.checkpoint_every, coupled=args.coupled, warmup=args.warmup)
+    cfg = config_from_args(args, ExtractConfig(t=args.t, train_gates=not args.probe))
     metrics = extract(args.backbone, args.train, args.valid, args.test, cfg, args.out, max_seconds=args.max_seconds,
                       skip_bad=args.skip_bad, resume=args.resume, progress=not args.quiet,
                       measure_latency=not args.no_latency)
@@ -188,37 +184,14 @@ def main(argv=None) -> int:
                                    "encoder and a task head on TRAIN, keep the best state by VALID, "
                                    "remove the gated-off units, verify, save the artifact to OUT and "
                                    "evaluate it on TEST. Datasets are folder-per-class trees or "
-                                   "JSONL/CSV manifests; PATH@SPLIT selects a manifest split.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--backbone", required=True, help="builtin name (whisper-tiny.en, whisper-base), "
-                   "transformers directory, or hub id")
-    p.add_argument("--train", required=True, help="training data (folder tree or manifest[@split])")
-    p.add_argument("--valid", required=True, help="validation data: picks the best checkpoint")
-    p.add_argument("--test", help="test data: the reported metric (default: valid)")
-    p.add_argument("--task", choices=["classify", "tag", "ctc"], default="classify")
-    p.add_argument("--kinds", nargs="+", default=["conv", "head", "ffn"], help="unit kinds to gate")
-    p.add_argument("--loss", choices=["seed", "mean", "budget"], default="budget", help="sparsity loss")
-    p.add_argument("-t", type=float, default=0.5, help="sparsity target (budget: kept fraction of the cost)")
-    p.add_argument("--lambda", dest="lam", type=float, default=1.0, help="weight of the sparsity loss")
-    p.add_argument("--cost", choices=["params", "flops"], default="params", help="budget loss unit cost")
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr-gates", type=float, default=0.05)
-    p.add_argument("--lr-head", type=float, default=1e-3)
-    p.add_argument("--layer", default="weighted", help="hidden state the head reads: an index or 'weighted'")
-    p.add_argument("--head-dropout", type=float, default=0.1)
-    p.add_argument("--eval-every", type=int, default=50)
-    p.add_argument("--checkpoint-every", type=int, default=25)
-    p.add_argument("--warmup", type=float, default=0.1, help="fraction of steps over which lambda ramps up")
-    p.add_argument("--coupled", action="store_true", help="put lambda * L_s through Adam with the task "
-                   "loss (the paper's recipe) instead of the decoupled sparsity step")
-    p.add_argument("--max-seconds", type=float, default=2.0, help="crop clips to this length")
-    p.add_argument("--seed", type=int, default=0)
+                                   "JSONL/CSV manifests; PATH@SPLIT selects a manifest split.")
+    from .options import add_config_options, add_data_options
+    add_data_options(p)
+    p.add_argument("-t", type=float, default=0.5, help="sparsity target; budget loss: the kept fraction of the cost (default: 0.5)")
+    add_config_options(p)
     p.add_argument("--probe", action="store_true", help="train the head only, all gates on (a linear probe)")
     p.add_argument("--skip-bad", action="store_true", help="skip and count bad files instead of stopping")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=_extract)
     p = sub.add_parser("evaluate", help="an artifact's task metric on a dataset",
@@ -245,12 +218,15 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("-t", type=float, default=0.5, help="kept fraction of the gated parameters")
     p.set_defaults(func=_demo)
+    from .baselines import add_baseline_parser
     from .benchcli import add_bench_parser
     from .data.cli import add_data_parser
     from .export import add_export_parser
-    add_data_parser(sub)
-    add_bench_parser(sub)
-    add_export_parser(sub)
+    from .report import add_report_parser
+    from .sweep import add_sweep_parser
+    for add in (add_data_parser, add_sweep_parser, add_baseline_parser, add_report_parser, add_bench_parser,
+                add_export_parser):
+        add(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

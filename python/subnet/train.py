@@ -31,7 +31,7 @@ from .metrics import accuracy, average_precision, cer, ctc_greedy, macro_auroc
 class ExtractConfig:
     task: str = "classify"  # classify | tag | ctc
     kinds: tuple = ("conv", "head", "ffn")
-    loss: str = "seed"  # seed | mean | budget
+    loss: str = "budget"  # seed | mean | budget
     t: float = 0.5
     lam: float = 1.0
     cost: str = "params"

@@ -1,0 +1,331 @@
+"""`subnet baseline`: what an extracted subnetwork has to beat, in the same metrics.json format.
+
+- `probe`: the full frozen encoder + the same head, no gates (a linear probe).
+- `scratch`: the compact architecture of a reference artifact, randomly initialised, every
+  weight trained (same number of steps by default, `--steps-factor` for a longer budget).
+- `random`: random units with the reference's per-group counts; frozen encoder, head trained.
+- `importance`: one-shot pruning to the reference's per-group counts by the first-order
+  (gradient x activation) importance |sum dL/dg| at all gates on; head trained.
+
+Every baseline reuses the extraction loop (`Extractor` with the gates fixed) and its
+`finish`, so the artifact, metrics.json, latency and FLOP counts are measured the same way
+as for `subnet extract`. A baseline given a reference artifact takes its training config
+(config.json: task, kinds, steps, batch size, head, seed) unless a flag overrides it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, fields, replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+from .train import ExtractConfig, Extractor, JsonlLog, run_loop, task_loss
+
+METHODS = ("probe", "scratch", "random", "importance")
+
+
+# --- reference artifact ---------------------------------------------------------------------
+def reference_info(artifact):
+    """The CompactInfo (family, base architecture, kept indices) of an artifact, no weights read."""
+    from .artifact import COMPACT_FORMAT, CONFIG, _info_from, _read_json
+    file = Path(artifact) / CONFIG
+    return _info_from(_read_json(file, COMPACT_FORMAT), file)
+
+
+def reference_config(artifact) -> ExtractConfig:
+    """The ExtractConfig the artifact was trained with (its config.json), else the defaults."""
+    file = Path(artifact) / "config.json"
+    if not file.is_file():
+        return ExtractConfig()
+    known = {f.name for f in fields(ExtractConfig)}
+    raw = {k: v for k, v in json.loads(file.read_text()).items() if k in known}
+    if "kinds" in raw:
+        raw["kinds"] = tuple(raw["kinds"])
+    return ExtractConfig(**raw)
+
+
+def kept_counts(info) -> dict[str, int]:
+    return {name: len(idx) for name, idx in info.keep.items()}
+
+
+def random_keep(info, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Uniformly random units with exactly the reference's kept count in every group."""
+    g = torch.Generator().manual_seed(seed)
+    keep = {}
+    for name, count in kept_counts(info).items():
+        mask = torch.zeros(info.sizes[name], dtype=torch.bool)
+        mask[torch.randperm(info.sizes[name], generator=g)[:count]] = True
+        keep[name] = mask
+    return keep
+
+
+def top_keep(scores: dict[str, torch.Tensor], counts: dict[str, int]) -> dict[str, torch.Tensor]:
+    """Per group, keep the `counts[name]` units with the highest score."""
+    keep = {}
+    for name, s in scores.items():
+        mask = torch.zeros(s.numel(), dtype=torch.bool)
+        mask[torch.topk(s, counts[name]).indices] = True
+        keep[name] = mask
+    return keep
+
+
+def gate_importance(ex: Extractor, batches) -> dict[str, torch.Tensor]:
+    """|sum over batches of dL/dg| per unit, all gates on: the first-order change of the task
+    loss when the unit (gate 1 x its activation) is removed."""
+    mm = ex.masked
+    flags = [p.requires_grad for p in mm.logits]
+    mm.logits.requires_grad_(True)
+    ex.head.eval()
+    total = [torch.zeros_like(p) for p in mm.logits]
+    for b in batches:
+        logits, frames = ex.pipeline(b.waves, b.lengths)
+        loss = task_loss(ex.cfg.task, logits, frames, b.targets)
+        grads = torch.autograd.grad(loss, list(mm.logits), allow_unused=True)
+        for acc, gr in zip(total, grads):
+            if gr is not None:
+                acc += gr
+    for p, f in zip(mm.logits, flags):
+        p.requires_grad_(f)
+    out = {}
+    for name, p, acc in zip(mm.groups, mm.logits, total):
+        s = torch.sigmoid(p.detach())
+        out[name] = (acc / (s * (1 - s))).abs()  # straight-through: dL/dm = dL/dg * sigmoid'(m)
+    return out
+
+
+def random_init(model: nn.Module, seed: int) -> nn.Module:
+    """Fresh random weights for every module whose parameters train (the default init of its
+    layer type); frozen tables such as Whisper's sinusoidal positions stay as built."""
+    torch.manual_seed(seed)
+    for m in model.modules():
+        own = list(m.parameters(recurse=False))
+        if own and all(p.requires_grad for p in own) and hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    return model
+
+
+class FullTrainer(Extractor):
+    """An Extractor that also trains the encoder's weights (gates fixed) and checkpoints them:
+    gated-off units get zero gradient, so this trains exactly the compact architecture."""
+
+    def __init__(self, backbone: nn.Module, *args, lr_encoder: float = 5e-4, **kw):
+        trainable = [p for p in backbone.parameters() if p.requires_grad]
+        super().__init__(backbone, *args, **kw)  # attach_masks freezes the backbone
+        for p in trainable:
+            p.requires_grad_(True)
+        self.opt.add_param_group({"params": trainable, "lr": lr_encoder})
+
+    def checkpoint(self) -> dict:
+        return {**super().checkpoint(),
+                "encoder": {k: v.detach().clone() for k, v in self.masked.backbone.state_dict().items()}}
+
+    def restore(self, ck: dict) -> None:
+        self.masked.backbone.load_state_dict(ck["encoder"])
+        super().restore(ck)
+
+
+# --- the shared run ---------------------------------------------------------------------------
+def _setup(backbone: nn.Module, train, valid, test, cfg: ExtractConfig, out: Path, max_seconds,
+           progress: bool, trainer=Extractor, **trainer_kw) -> SimpleNamespace:
+    """What `subnet.extract` does before its loop, with a chosen trainer class."""
+    from .extract import StepBatches, _dataset, eval_batches
+    from .frontends import front_end_for
+    out.mkdir(parents=True, exist_ok=True)
+    fe = front_end_for(backbone)
+    train_ds = _dataset(train, fe.sample_rate, None, max_seconds, True, cfg.seed, False, progress)
+    valid_ds = _dataset(valid, fe.sample_rate, train_ds.vocab, max_seconds, False, cfg.seed, False, False)
+    test_ds = (_dataset(test, fe.sample_rate, train_ds.vocab, max_seconds, False, cfg.seed, False, False)
+               if test else None)
+    chars = sorted({c for it in train_ds.items for c in (it.text or "")}) if cfg.task == "ctc" else None
+    labels = chars if cfg.task == "ctc" else train_ds.vocab.labels
+    ex = trainer(backbone, len(labels), cfg, out, labels=labels, front_end=fe, **trainer_kw)
+    (out / "log.jsonl").write_text("")
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    return SimpleNamespace(
+        ex=ex, train_ds=train_ds, valid_ds=valid_ds, test_ds=test_ds, chars=chars, log=JsonlLog(out / "log.jsonl"),
+        steps=StepBatches(train_ds, cfg.batch_size, cfg.task, chars),
+        valid=lambda: eval_batches(valid_ds, cfg.batch_size, cfg.task, chars), t0=time.time())
+
+
+def _finish(run: SimpleNamespace, out: Path, measure_latency: bool, **fields_) -> dict:
+    """extract's finish (compact, verify, save, evaluate, measure) + what the baseline was."""
+    from .extract import finish
+    m = finish(run.ex, out, run.valid_ds, run.test_ds, run.chars, run.t0, run.train_ds, measure_latency)
+    m.update(fields_, seed=run.ex.cfg.seed, steps=run.ex.cfg.steps)
+    (out / "metrics.json").write_text(json.dumps(m, indent=1))
+    return m
+
+
+def _prepared(backbone, max_seconds):
+    from . import load_backbone
+    from .extract import prepare_backbone
+    return prepare_backbone(load_backbone(backbone), max_seconds)
+
+
+def _fixed(cfg: ExtractConfig, info) -> ExtractConfig:
+    """Gates fixed, and the same unit kinds as the reference (so the groups line up)."""
+    return replace(cfg, train_gates=False, kinds=tuple(sorted(set(info.kinds.values()))))
+
+
+def _check_base(backbone: nn.Module, info, artifact) -> None:
+    from .hashing import weights_hash
+    if info.base_hash and weights_hash(backbone) != info.base_hash:
+        raise ValueError(f"{artifact} was extracted from other base weights than --backbone (or with "
+                         "another --max-seconds, which changes Whisper's positional table); give the same")
+
+
+# --- the four baselines ---------------------------------------------------------------------
+def probe(backbone, train, valid, test=None, cfg: ExtractConfig | None = None, out="probe-out",
+          max_seconds: float | None = 2.0, progress: bool = True, measure_latency: bool = True) -> dict:
+    """The full frozen encoder + the same head, all gates on (the paper's reference)."""
+    from .extract import extract
+    out = Path(out)
+    m = extract(backbone, train, valid, test, replace(cfg or ExtractConfig(), train_gates=False), out,
+                max_seconds=max_seconds, progress=progress, measure_latency=measure_latency)
+    m.update(method="probe", backbone=str(backbone), train_set=str(train), seed=(cfg or ExtractConfig()).seed,
+             steps=(cfg or ExtractConfig()).steps)
+    (out / "metrics.json").write_text(json.dumps(m, indent=1))
+    return m
+
+
+def random_units(backbone, artifact, train, valid, test=None, cfg: ExtractConfig | None = None,
+                 out="random-out", max_seconds: float | None = 2.0, progress: bool = True,
+                 measure_latency: bool = True) -> dict:
+    """Random units, the artifact's per-group counts (seeded by cfg.seed); head trained."""
+    info = reference_info(artifact)
+    cfg = _fixed(cfg or reference_config(artifact), info)
+    bb = _prepared(backbone, max_seconds)
+    _check_base(bb, info, artifact)
+    run = _setup(bb, train, valid, test, cfg, Path(out), max_seconds, progress)
+    run.ex.masked.set_keep(random_keep(info, cfg.seed))
+    run_loop(run.ex, run.steps, run.valid, run.log, progress)
+    return _finish(run, Path(out), measure_latency, method="random", reference=str(artifact),
+                   backbone=str(backbone), train_set=str(train))
+
+
+def importance(backbone, artifact, train, valid, test=None, cfg: ExtractConfig | None = None,
+               out="importance-out", max_seconds: float | None = 2.0, progress: bool = True,
+               measure_latency: bool = True, prune_at: float = 0.3, score_batches: int = 8) -> dict:
+    """Head trained on the full encoder for the first `prune_at` of the steps; gate gradients
+    summed over `score_batches` training batches; each group pruned to the artifact's count by
+    |sum dL/dg|; the head trained on for the remaining steps."""
+    info = reference_info(artifact)
+    cfg = _fixed(cfg or reference_config(artifact), info)
+    bb = _prepared(backbone, max_seconds)
+    _check_base(bb, info, artifact)
+    run = _setup(bb, train, valid, test, cfg, Path(out), max_seconds, progress)
+    ex, first = run.ex, int(round(prune_at * cfg.steps))
+    if first > 0:  # a random head's gradients say little about the units: train it first
+        ex.cfg = replace(cfg, steps=first)
+        run_loop(ex, run.steps, run.valid, run.log, progress)
+        ex.cfg = cfg
+    scores = gate_importance(ex, (run.steps(i) for i in range(score_batches)))
+    ex.masked.set_keep(top_keep(scores, kept_counts(info)))
+    # the best state is picked among validations at the pruned size (run_loop's kept tolerance)
+    run_loop(ex, run.steps, run.valid, run.log, progress)
+    torch.save({n: s for n, s in scores.items()}, Path(out) / "importance.pt")
+    return _finish(run, Path(out), measure_latency, method="importance", reference=str(artifact),
+                   backbone=str(backbone), train_set=str(train), prune_at=prune_at, score_batches=score_batches)
+
+
+def scratch(artifact, train, valid, test=None, cfg: ExtractConfig | None = None, out="scratch-out",
+            max_seconds: float | None = 2.0, progress: bool = True, measure_latency: bool = True,
+            steps_factor: float = 1.0, lr_encoder: float = 5e-4) -> dict:
+    """The artifact's compact architecture, randomly initialised, all weights + head trained for
+    `steps_factor` x the reference's steps. Built as the full architecture with the artifact's
+    gates fixed, so the saved model is exactly that architecture (and the report's heat map and
+    kept fraction are comparable); the removed units never receive a gradient."""
+    from .families import family_named
+    info = reference_info(artifact)
+    base_cfg = _fixed(cfg or reference_config(artifact), info)
+    cfg = replace(base_cfg, steps=max(1, int(round(base_cfg.steps * steps_factor))))
+    torch.manual_seed(cfg.seed)
+    model = random_init(family_named(info.family).build(info.base).eval(), cfg.seed)
+    model = _prepared(model, max_seconds)
+    run = _setup(model, train, valid, test, cfg, Path(out), max_seconds, progress, trainer=FullTrainer,
+                 lr_encoder=lr_encoder)
+    run.ex.masked.set_keep(info.keep_masks())
+    run_loop(run.ex, run.steps, run.valid, run.log, progress)
+    method = "scratch" if steps_factor == 1 else f"scratch-{steps_factor:g}x"  # a longer budget is its own series
+    return _finish(run, Path(out), measure_latency, method=method, reference=str(artifact),
+                   backbone=f"{info.family} (random init)", train_set=str(train), steps_factor=steps_factor,
+                   lr_encoder=lr_encoder)
+
+
+# --- command line -----------------------------------------------------------------------------
+def _run_baseline(args) -> int:
+    from .extract import format_table
+    from .options import config_from_args
+    common = dict(out=args.out, max_seconds=args.max_seconds, progress=not args.quiet,
+                  measure_latency=not args.no_latency)
+    data = (args.train, args.valid, args.test)
+    if args.method == "probe":
+        cfg = config_from_args(args, reference_config(args.reference) if args.reference else None)
+        m = probe(args.backbone, *data, cfg, **common)
+    else:
+        cfg = config_from_args(args, reference_config(args.reference))
+        if args.method == "scratch":
+            m = scratch(args.reference, *data, cfg, steps_factor=args.steps_factor, lr_encoder=args.lr_encoder,
+                        **common)
+        elif args.method == "random":
+            m = random_units(args.backbone, args.reference, *data, cfg, **common)
+        else:
+            m = importance(args.backbone, args.reference, *data, cfg, prune_at=args.prune_at,
+                           score_batches=args.score_batches, **common)
+    print(format_table(m))
+    print(f"{args.method}: {args.out} (metrics.json, log.jsonl, artifact)")
+    return 0
+
+
+_HELP = {
+    "probe": ("the full frozen encoder + the same head, no gates",
+              "Train only the task head on the full frozen encoder (all gates on): the reference that "
+              "an extracted subnetwork should match. --reference takes the training config of an "
+              "extraction (same steps, head and seed)."),
+    "scratch": ("the artifact's compact architecture, randomly initialised, trained end to end",
+                "Build the compact architecture of the --reference artifact with random weights and "
+                "train all of them + the head, for the reference's steps x --steps-factor."),
+    "random": ("random units with the artifact's per-layer counts, head trained",
+               "Keep uniformly random units, exactly as many per group (layer x kind) as the --reference "
+               "artifact keeps, in the frozen pretrained encoder; train the head."),
+    "importance": ("one-shot gradient x activation pruning to the artifact's per-layer counts",
+                   "Train the head on the full frozen encoder for --prune-at of the steps, score every "
+                   "unit by |sum dL/dg| (its gate gradient, all gates on) over --score-batches batches, "
+                   "keep the top units of each group (the --reference artifact's counts), train the "
+                   "head on for the remaining steps."),
+}
+
+
+def add_baseline_parser(subparsers) -> argparse.ArgumentParser:
+    """`subnet baseline probe|scratch|random|importance`: hook in with add_baseline_parser(sub)."""
+    from .options import add_config_options, add_data_options
+    p = subparsers.add_parser(
+        "baseline", help="probe / scratch / random / importance baselines (metrics.json like extract)",
+        description="Baselines for an extraction, each writing an artifact and a metrics.json in the "
+                    "format of `subnet extract` (so `subnet report` reads them all). Options not given "
+                    "are taken from the --reference artifact's config.json.")
+    sub = p.add_subparsers(dest="method", required=True, metavar="METHOD")
+    for method in METHODS:
+        short, long = _HELP[method]
+        q = sub.add_parser(method, help=short, description=long)
+        add_data_options(q, backbone_required=method in ("probe", "random", "importance"))
+        q.add_argument("--reference", required=method != "probe",
+                       help="artifact directory of an extraction (subnet.json [+ config.json])")
+        if method == "scratch":
+            q.add_argument("--steps-factor", type=float, default=1.0,
+                           help="train for this many times the steps (e.g. 4 for a longer budget; default: 1)")
+            q.add_argument("--lr-encoder", type=float, default=5e-4,
+                           help="learning rate of the encoder weights (default: 5e-4)")
+        if method == "importance":
+            q.add_argument("--prune-at", type=float, default=0.3,
+                           help="fraction of the steps the head trains on the full encoder before scoring")
+            q.add_argument("--score-batches", type=int, default=8, help="training batches the scores sum over")
+        add_config_options(q, gates=False, inherited=True)  # the gates are fixed in every baseline
+        q.add_argument("--out", required=True, help="output directory")
+        q.set_defaults(func=_run_baseline)
+    return p

@@ -1,0 +1,75 @@
+"""Command-line options shared by extract, sweep and baseline: one flag per ExtractConfig field."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields, replace
+
+from .train import ExtractConfig
+
+# ExtractConfig fields a command line may set; None on the command line = "not given"
+_OPTIONS = {  # field: (flag, type, help)
+    "task": ("--task", str, "classify | tag | ctc"),
+    "kinds": ("--kinds", str, "unit kinds to gate (conv head ffn)"),
+    "loss": ("--loss", str, "sparsity loss: seed | mean | budget"),
+    "lam": ("--lambda", float, "weight of the sparsity loss"),
+    "cost": ("--cost", str, "unit cost of the budget loss: params | flops"),
+    "steps": ("--steps", int, "training steps"),
+    "batch_size": ("--batch-size", int, "clips per batch"),
+    "lr_gates": ("--lr-gates", float, "learning rate of the gate logits"),
+    "lr_head": ("--lr-head", float, "learning rate of the task head"),
+    "layer": ("--layer", str, "hidden state the head reads: an index or 'weighted'"),
+    "head_dropout": ("--head-dropout", float, "dropout in the head"),
+    "eval_every": ("--eval-every", int, "validate every N steps (keeps the best state)"),
+    "checkpoint_every": ("--checkpoint-every", int, "checkpoint every N steps"),
+    "warmup": ("--warmup", float, "fraction of the steps over which lambda ramps up"),
+    "seed": ("--seed", int, "random seed (data order, head init, baseline choices)"),
+}
+_CHOICES = {"task": ["classify", "tag", "ctc"], "loss": ["seed", "mean", "budget"], "cost": ["params", "flops"]}
+
+
+def add_data_options(p: argparse.ArgumentParser, backbone_required: bool = True) -> None:
+    """--backbone/--train/--valid/--test/--max-seconds, shared by sweep and baseline."""
+    p.add_argument("--backbone", required=backbone_required,
+                   help="builtin name (whisper-tiny.en, whisper-base), transformers directory, or hub id")
+    p.add_argument("--train", required=True, help="training data (folder tree or manifest[@split])")
+    p.add_argument("--valid", required=True, help="validation data: picks the best state")
+    p.add_argument("--test", help="test data: the reported metric (default: the validation data)")
+    p.add_argument("--max-seconds", type=float, default=2.0, help="crop clips to this length in seconds (default: 2.0)")
+
+
+_GATE_OPTIONS = {"kinds", "loss", "lam", "cost", "lr_gates", "warmup"}
+
+
+def add_config_options(p: argparse.ArgumentParser, defaults: ExtractConfig | None = None,
+                       gates: bool = True, inherited: bool = False) -> None:
+    """One flag per ExtractConfig field (without the gate-training ones unless `gates`); a
+    missing flag stays None, so that a baseline can fall back on its reference's config
+    (`inherited`: the help says so)."""
+    d = defaults or ExtractConfig()
+    for name, (flag, typ, text) in _OPTIONS.items():
+        if name in _GATE_OPTIONS and not gates:
+            continue
+        kw = {"nargs": "+"} if name == "kinds" else {}
+        default = getattr(d, name)
+        shown = " ".join(default) if isinstance(default, tuple) else default
+        source = "the reference's, else " if inherited else ""
+        p.add_argument(flag, dest=name, type=typ, default=None, choices=_CHOICES.get(name),
+                       help=f"{text} (default: {source}{shown})", **kw)
+    if gates:
+        p.add_argument("--coupled", action="store_true", default=None,
+                       help="put lambda * L_s through Adam with the task loss (the paper's recipe)")
+    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def config_from_args(args, base: ExtractConfig | None = None) -> ExtractConfig:
+    """`base` with every flag the user gave applied on top."""
+    base = base or ExtractConfig()
+    names = set(_OPTIONS) | {"coupled"}  # not t (a sweep's list) nor train_gates (the method's)
+    given = {f.name: getattr(args, f.name) for f in fields(ExtractConfig)
+             if f.name in names and getattr(args, f.name, None) is not None}
+    if "kinds" in given:
+        given["kinds"] = tuple(given["kinds"])
+    if "layer" in given and given["layer"] != "weighted":
+        given["layer"] = int(given["layer"])
+    return replace(base, **given)

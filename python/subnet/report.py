@@ -1,0 +1,477 @@
+"""`subnet report`: report.md + PNG figures from the metrics.json of extractions and baselines.
+
+Figures (matplotlib, Agg): task metric against kept parameters per method; the kept units
+per layer of every artifact, side by side, one heat map per task; latency and file-size
+bars. Each plotting function returns the series it drew, so tests can check them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+METHOD_ORDER = ("probe", "extract", "importance", "random", "scratch")
+STYLE = {"probe": ("black", "*"), "extract": ("tab:blue", "o"), "importance": ("tab:orange", "s"),
+         "random": ("tab:gray", "v"), "scratch": ("tab:red", "D")}
+
+
+def _base_method(method: str) -> str:
+    return "scratch" if method.startswith("scratch") else method  # scratch-4x: a longer budget
+
+
+def _order(method: str) -> tuple:
+    b = _base_method(method)
+    return (METHOD_ORDER.index(b) if b in METHOD_ORDER else 99, method)
+
+
+def _style(method: str) -> tuple:
+    color, marker = STYLE.get(_base_method(method), ("tab:purple", "x"))
+    return ("tab:brown", "P") if method != _base_method(method) else (color, marker)
+
+
+KIND_ORDER = ("conv", "dwconv", "head", "ffn")
+KIND_NAME = {"conv": "conv channels", "dwconv": "conformer conv channels", "head": "attention heads",
+             "ffn": "FFN neurons"}
+
+
+# --- reading runs -------------------------------------------------------------------------
+def load_runs(paths) -> list[dict]:
+    """Every run under `paths` (a run directory holds metrics.json; other directories are
+    searched), as its metrics + "run" (directory), "method", "label" and "keep" (per group:
+    kind, size and kept indices from subnet.json, when the run saved an artifact)."""
+    dirs = []
+    for p in map(Path, paths):
+        found = [p] if (p / "metrics.json").is_file() else sorted(f.parent for f in p.rglob("metrics.json"))
+        if not found:
+            raise FileNotFoundError(f"{p}: no metrics.json in or under it")
+        dirs += [d for d in found if d not in dirs]
+    runs = []
+    for d in dirs:
+        m = json.loads((d / "metrics.json").read_text())
+        m.setdefault("method", "extract")  # a plain `subnet extract` run
+        m["run"] = str(d)
+        cfg = d / "subnet.json"
+        m["keep"] = json.loads(cfg.read_text())["groups"] if cfg.is_file() else None
+        m["label"] = run_label(m, d)
+        runs.append(m)
+    seen: dict[tuple, int] = {}
+    for m in runs:
+        seen[task_of(m), m["label"]] = seen.get((task_of(m), m["label"]), 0) + 1
+    for m in runs:  # within a task, a label names one run
+        if seen[task_of(m), m["label"]] > 1:
+            m["label"] = f"{m['label']} [{Path(m['run']).parent.name}]"
+    runs.sort(key=lambda m: (task_of(m), _order(m["method"]), -m["params"]["kept_fraction"], m["label"]))
+    return runs
+
+
+def run_label(m: dict, d: Path) -> str:
+    if m["method"] == "extract" and "t" in m:
+        return f"extract t={m['t']:g}" + (f" s{m['seed']}" if m.get("seed") else "")
+    return d.name if m["method"] in d.name else f"{m['method']} ({d.name})"
+
+
+def task_of(m: dict) -> str:
+    """A short name of the evaluation set: what "task" means in the figures."""
+    parts = Path(str(m.get("eval_set", "?"))).parts
+    return "/".join(parts[-2:]) if len(parts) > 1 else (parts[0] if parts else "?")
+
+
+def by_task(runs) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for m in runs:
+        out.setdefault(task_of(m), []).append(m)
+    return out
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric == "cer"
+
+
+def pareto_front(points, lower_is_better: bool = False) -> set[int]:
+    """Indices of the (cost, value) points no other point beats: cost <= and value at least as
+    good, one of them strictly."""
+    def better_eq(a, b):
+        return a <= b if lower_is_better else a >= b
+    front = set()
+    for i, (c, v) in enumerate(points):
+        if not any((cj <= c and better_eq(vj, v) and (cj < c or vj != v))
+                   for j, (cj, vj) in enumerate(points) if j != i):
+            front.add(i)
+    return front
+
+
+def _latency_ms(m, which="compact"):
+    lat = m.get("latency_batch1")
+    return 1e3 * lat[which]["median_s"] if lat else None
+
+
+def _kept_pct(m) -> float:
+    return 100 * m["params"]["kept_fraction"]
+
+
+# --- figures ----------------------------------------------------------------------------------
+def _relative_latency(m) -> float | None:
+    """Compact latency as % of the full encoder's, both timed interleaved in the same run: a
+    busy machine slows both alike, so this ratio moves far less than milliseconds across runs."""
+    lat = m.get("latency_batch1")
+    return 100 * lat["compact"]["median_s"] / lat["full"]["median_s"] if lat else None
+
+
+def plot_pareto(runs, path) -> dict:
+    """Sweep figure: metric against kept parameters (%) and against batch-1 latency (% of the
+    full encoder's, same run); the Pareto front drawn as a line, its points filled. Returns
+    {"params"|"latency": {"points", "front"}} with (x, metric) pairs."""
+    metric = runs[0]["metric"] if runs else "metric"
+    low = lower_is_better(metric)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    series = {}
+    for ax, key, xlabel in ((axes[0], "params", "kept encoder parameters (%)"),
+                            (axes[1], "latency", "latency, batch 1, median (% of the full encoder's)")):
+        pts = [(_kept_pct(m) if key == "params" else _relative_latency(m), m["compact"], m) for m in runs]
+        pts = [p for p in pts if p[0] is not None]
+        if not pts:
+            ax.text(0.5, 0.5, "latency not measured", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            series[key] = {"points": [], "front": []}
+            continue
+        front = sorted(pareto_front([(x, y) for x, y, _ in pts], low))
+        fx = sorted((pts[i][0], pts[i][1]) for i in front)
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], facecolors="none", edgecolors="tab:blue",
+                   s=45, label="settings", zorder=3)
+        ax.plot([p[0] for p in fx], [p[1] for p in fx], "-o", color="tab:blue", ms=6, label="Pareto front", zorder=4)
+        if key == "latency":
+            full = statistics.median(_latency_ms(m, "full") for m in runs if m.get("latency_batch1"))
+            ax.axvline(100, color="black", ls=":", lw=1, label=f"full encoder (median {full:.1f} ms)")
+        xs = [p[0] for p in pts] + ([100] if key == "latency" else [])
+        right = min(xs) + 0.75 * (max(xs) - min(xs))
+        for x, y, m in pts:
+            if "t" in m:  # labels of the rightmost points go on their left, inside the axes
+                inside = x > right and max(xs) > min(xs)
+                ax.annotate(f"t={m['t']:g}", (x, y), xytext=(-5 if inside else 5, 4), textcoords="offset points",
+                            fontsize=8, ha="right" if inside else "left")
+        ax.set_xlabel(xlabel)
+        ax.margins(x=0.08, y=0.12)
+        ax.set_ylabel(f"{metric} (test)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+        series[key] = {"points": [(x, y) for x, y, _ in pts], "front": fx}
+    fig.suptitle(f"{metric} against size and speed ({'lower' if low else 'higher'} is better)")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return series
+
+
+def _aggregate(runs):
+    """Group seeds of one setting: (method, t or reference) -> mean kept %, mean/std metric, n."""
+    groups: dict[tuple, list[dict]] = {}
+    for m in runs:
+        groups.setdefault((m["method"], m.get("t", m.get("reference", m["run"]))), []).append(m)
+    out: dict[str, list[tuple]] = {}
+    for (method, _), ms in groups.items():
+        ys = [m["compact"] for m in ms]
+        out.setdefault(method, []).append((statistics.mean(_kept_pct(m) for m in ms), statistics.mean(ys),
+                                           statistics.stdev(ys) if len(ys) > 1 else 0.0, len(ys)))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+DODGE = 1.5  # x offset (percentage points) between methods, so equal sizes do not hide each other
+
+
+def plot_metric_vs_kept(runs, path) -> dict:
+    """One panel per task: metric against kept parameters (%), one series per method (mean over
+    seeds, bars = std; methods drawn DODGE points apart); the probe as a dashed line.
+    Returns {task: {method: [(x, y, std, n)]}}."""
+    tasks = by_task(runs)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), squeeze=False, constrained_layout=True)
+    series = {}
+    for ax, (task, ms) in zip(axes[0], tasks.items()):
+        agg = _aggregate(ms)
+        series[task] = agg
+        metric = ms[0]["metric"]
+        methods = sorted(agg, key=_order)
+        for i, method in enumerate(methods):
+            pts = agg[method]
+            color, marker = _style(method)
+            dodge = 0.0 if method == "probe" else DODGE * (i - (len(methods) - 1) / 2)
+            if method == "probe":
+                y = statistics.mean(p[1] for p in pts)
+                ax.axhline(y, color=color, ls="--", lw=1, label=f"probe (full) {y:.3f}")
+            ax.errorbar([p[0] + dodge for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], color=color,
+                        marker=marker, ls="-" if method != "probe" else "none", capsize=3, ms=6,
+                        mfc=color if method in ("probe", "extract") else "white", mew=1.5,
+                        label=None if method == "probe" else method)
+        ax.set_xlabel("kept encoder parameters (%)")
+        ax.set_ylabel(f"{metric} (test, {'lower' if lower_is_better(metric) else 'higher'} is better)")
+        ax.set_xlim(0, 105)
+        ax.set_title(task, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return series
+
+
+def layer_label(group: str) -> str:
+    """'layers.3.self_attn.heads' -> 'L3'; a group without a layer number keeps its last part."""
+    nums = re.findall(r"\.(\d+)\.", f".{group}.")
+    return f"L{nums[-1]}" if nums else group.split(".")[-1]
+
+
+def kept_matrices(keep: dict) -> dict[str, tuple[list[str], np.ndarray]]:
+    """Per unit kind: (row labels, layers x units matrix: 1 kept, 0 removed, NaN no such unit)."""
+    out = {}
+    for kind in KIND_ORDER:
+        names = [n for n, g in keep.items() if g["kind"] == kind]
+        if not names:
+            continue
+        mat = np.full((len(names), max(keep[n]["size"] for n in names)), np.nan)
+        for r, n in enumerate(names):
+            mat[r, :keep[n]["size"]] = 0
+            mat[r, keep[n]["keep"]] = 1
+        out[kind] = ([layer_label(n) for n in names], mat)
+    return out
+
+
+def plot_kept_heatmap(runs, path, title: str = "") -> dict:
+    """Runs side by side (columns), one row per unit kind: which units of every layer each
+    artifact keeps. Returns {run label: {kind: matrix}}."""
+    runs = [m for m in runs if m.get("keep") and m["method"] != "probe"]
+    if not runs:
+        return {}
+    mats = {m["label"]: kept_matrices(m["keep"]) for m in runs}
+    kinds = [k for k in KIND_ORDER if any(k in v for v in mats.values())]
+    rows = {k: max(len(v[k][0]) for v in mats.values() if k in v) for k in kinds}
+    size = (max(5.0, 2.6 * len(runs) + 1), 0.35 * sum(rows.values()) + 1.2 * len(kinds) + 0.6)
+    fig, axes = plt.subplots(len(kinds), len(runs), figsize=size,
+                             squeeze=False, gridspec_kw={"height_ratios": [rows[k] + 1 for k in kinds]},
+                             constrained_layout=True)
+    cmap = ListedColormap(["#e6e6e6", "#1f4e9c"]).with_extremes(bad="white")
+    for c, m in enumerate(runs):
+        for r, kind in enumerate(kinds):
+            ax = axes[r][c]
+            if kind not in mats[m["label"]]:
+                ax.set_axis_off()
+                continue
+            labels, mat = mats[m["label"]][kind]
+            ax.imshow(np.ma.masked_invalid(mat), aspect="auto", interpolation="nearest", cmap=cmap, vmin=0, vmax=1)
+            share = np.nansum(mat, axis=1) / np.sum(~np.isnan(mat), axis=1)  # kept share of each layer
+            ax.set_yticks(range(len(labels)), [f"{lab} {100 * f:.0f}%" for lab, f in zip(labels, share)], fontsize=7)
+            ax.tick_params(axis="x", labelsize=7)
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))  # unit indices
+            kept = np.nansum(mat) / np.sum(~np.isnan(mat))
+            ax.set_xlabel(f"{KIND_NAME[kind]}: {100 * kept:.0f}% kept", fontsize=8)
+            if r == 0:
+                ax.set_title(f"{m['label']}\n{m['metric']} {m['compact']:.3f}, {_kept_pct(m):.0f}% params",
+                             fontsize=8)
+    fig.suptitle((title + ": " if title else "") + "kept units per layer (blue kept, grey removed; % kept per layer)", fontsize=10)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return mats
+
+
+def plot_costs(runs, path) -> dict:
+    """Horizontal bars per run: batch-1 latency (median, p10-p90 whiskers, ms) and file size
+    (MB); the full encoder drawn first. Returns {"latency_ms": {label: v}, "file_mb": {...}}."""
+    lat, err, size = {}, {}, {}
+    if len(by_task(runs)) > 1:  # one figure for every task: say which task each bar is
+        runs = [{**m, "label": f"{task_of(m)}: {m['label']}"} for m in runs]
+    timed = [m for m in runs if m.get("latency_batch1")]
+    if timed:
+        full = timed[0]["latency_batch1"]["full"]
+        lat["full encoder"] = 1e3 * full["median_s"]
+        err["full encoder"] = (1e3 * (full["median_s"] - full["p10_s"]), 1e3 * (full["p90_s"] - full["median_s"]))
+    probes = [m for m in runs if m["method"] == "probe"]
+    if probes:
+        size["full encoder"] = probes[0]["file_bytes"] / 1e6
+    for m in runs:
+        if m["method"] == "probe":
+            continue
+        if m.get("latency_batch1"):
+            c = m["latency_batch1"]["compact"]
+            lat[m["label"]] = 1e3 * c["median_s"]
+            err[m["label"]] = (1e3 * (c["median_s"] - c["p10_s"]), 1e3 * (c["p90_s"] - c["median_s"]))
+        size[m["label"]] = m["file_bytes"] / 1e6
+    n = max(len(lat), len(size), 1)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.38 * n + 1.6), constrained_layout=True)
+    for ax, data, unit, name in ((axes[0], lat, "ms", "latency, batch 1 (median, p10-p90)"),
+                                 (axes[1], size, "MB", "model file size")):
+        if not data:
+            ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
+        labels = list(data)
+        colors = ["black" if k == "full encoder" else _style(_method_of(k, runs))[0]
+                  for k in labels]
+        xerr = np.array([err.get(k, (0, 0)) for k in labels]).T if data is lat else None
+        ax.barh(range(len(labels)), [data[k] for k in labels], xerr=xerr, color=colors, alpha=0.85, capsize=2)
+        ax.set_yticks(range(len(labels)), labels, fontsize=8)
+        ax.invert_yaxis()
+        ends = [data[k] + (err.get(k, (0, 0))[1] if data is lat else 0) for k in labels]
+        for i, k in enumerate(labels):  # the value just right of the bar (and of its whisker)
+            ax.text(ends[i], i, f" {data[k]:.2f}", va="center", fontsize=7)
+        ax.set_xlim(0, 1.18 * max(ends))
+        ax.set_xlabel(f"{name} ({unit})")
+        ax.grid(axis="x", alpha=0.3)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return {"latency_ms": lat, "file_mb": size}
+
+
+def _method_of(label, runs):
+    return next((m["method"] for m in runs if m["label"] == label), "")
+
+
+# --- report.md ------------------------------------------------------------------------------------
+def _slug(task: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", task).strip("-") or "task"
+
+
+def heatmap_runs(runs) -> list[dict]:
+    """The runs worth a heat-map column: every extraction, and the first seed of the random and
+    importance baselines of the middle extraction (scratch keeps its reference's units, the probe
+    keeps everything; more columns would not fit a page)."""
+    mid = _middle_extraction(runs)
+    ref = str(Path(mid["run"]).resolve()) if mid else None
+    out, seen = [], set()
+    for m in sorted(runs, key=lambda m: m.get("seed") or 0):
+        if m["method"] == "extract":
+            out.append(m)
+        elif (m["method"] in ("random", "importance") and m["method"] not in seen and m.get("reference")
+              and str(Path(m["reference"]).resolve()) == ref):
+            out.append(m)
+            seen.add(m["method"])
+    return sorted(out, key=runs.index)
+
+
+def _middle_extraction(runs):
+    """The extraction with the task's median kept fraction (the lower one of an even count)."""
+    ext = [m for m in runs if m["method"] == "extract" and m.get("keep")]
+    if not ext:
+        return None
+    mid = statistics.median_low(m["params"]["kept_fraction"] for m in ext)
+    return next(m for m in ext if m["params"]["kept_fraction"] == mid)
+
+
+def runs_table(runs) -> str:
+    rows = ["| run | method | seed | " + runs[0]["metric"] + " | kept params | GFLOPs / clip | latency (ms) | "
+            "speedup | file (MB) |", "|---|---|---|---|---|---|---|---|---|"]
+    for m in runs:
+        lat = m.get("latency_batch1")
+        ms = f"{_latency_ms(m):.2f}" if lat else "-"
+        speed = f"{lat['full']['median_s'] / lat['compact']['median_s']:.2f}x" if lat else "-"
+        rows.append(f"| {m['label']} | {m['method']} | {m.get('seed', '-')} | {m['compact']:.4f} | "
+                    f"{_kept_pct(m):.1f}% | {m['flops_per_clip']['compact'] / 1e9:.3f} | {ms} | {speed} | "
+                    f"{m['file_bytes'] / 1e6:.2f} |")
+    return "\n".join(rows)
+
+
+def within_probe(runs, points: float = 1.0) -> str | None:
+    """The largest removed-parameter fraction of an extraction whose metric is within `points`
+    (absolute, in % for accuracy/mAP, CER points for ctc) of the mean probe."""
+    probes = [m["compact"] for m in runs if m["method"] == "probe"]
+    ext = [m for m in runs if m["method"] == "extract"]
+    if not probes or not ext:
+        return None
+    ref, low, tol = statistics.mean(probes), lower_is_better(runs[0]["metric"]), points / 100
+    ok = [m for m in ext if (m["compact"] <= ref + tol if low else m["compact"] >= ref - tol)]
+    if not ok:
+        return f"no extraction is within {points:g} point of the probe ({ref:.4f})"
+    best = max(ok, key=lambda m: 1 - m["params"]["kept_fraction"])
+    return (f"largest removed-parameter fraction within {points:g} point of the probe ({ref:.4f}): "
+            f"**{100 * (1 - best['params']['kept_fraction']):.1f}%** ({best['label']}, {best['compact']:.4f})")
+
+
+def versus_baselines(runs) -> str | None:
+    """Extraction minus each baseline at the same size (the baseline's reference artifact),
+    mean +- std over the baseline's seeds."""
+    ext = {str(Path(m["run"]).resolve()): m for m in runs if m["method"] == "extract"}
+    groups: dict[tuple, list[float]] = {}
+    for m in runs:
+        ref = m.get("reference")
+        baseline = m["method"] in ("random", "importance") or m["method"].startswith("scratch")
+        if baseline and ref and str(Path(ref).resolve()) in ext:
+            groups.setdefault((m["method"], str(Path(ref).resolve())), []).append(m["compact"])
+    if not groups:
+        return None
+    low = lower_is_better(runs[0]["metric"])
+    rows = ["| reference | kept params | extraction | baseline | baseline mean +- std (seeds) | margin "
+            "| extraction wins |",
+            "|---|---|---|---|---|---|---|"]
+    for (method, ref), ys in sorted(groups.items()):
+        e = ext[ref]
+        mean, std = statistics.mean(ys), statistics.stdev(ys) if len(ys) > 1 else 0.0
+        margin = (mean - e["compact"]) if low else (e["compact"] - mean)
+        rows.append(f"| {e['label']} | {_kept_pct(e):.1f}% | {e['compact']:.4f} | {method} | "
+                    f"{mean:.4f} +- {std:.4f} ({len(ys)}) | {margin:+.4f} | {'yes' if margin > 0 else 'no'} |")
+    return "\n".join(rows)
+
+
+def write_report(paths, out, title: str = "subnet report") -> dict:
+    """Read every run under `paths`, write out/report.md and its figures; return {figure: series}."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = load_runs(paths)
+    drawn = {"metric_vs_kept.png": plot_metric_vs_kept(runs, out / "metric_vs_kept.png"),
+             "costs.png": plot_costs(runs, out / "costs.png")}
+    lines = [f"# {title}", "", f"{len(runs)} runs read from {', '.join(map(str, paths))}.", "",
+             "![metric against kept parameters](metric_vs_kept.png)", "",
+             f"Mean over seeds, bars one standard deviation; methods at one size are drawn {DODGE:g} points "
+             "apart so that none hides another.", "",
+             "![latency and file size](costs.png)", ""]
+    for task, ms in by_task(runs).items():
+        slug = _slug(task)
+        lines += [f"## {task}", "", runs_table(ms), ""]
+        for extra in (within_probe(ms), versus_baselines(ms)):
+            if extra:
+                lines += [extra, ""]
+        ext = [m for m in ms if m["method"] == "extract"]
+        if ext:
+            drawn[f"pareto_{slug}.png"] = plot_pareto(ext, out / f"pareto_{slug}.png")
+            lines += [f"![Pareto front, {task}](pareto_{slug}.png)", ""]
+        heat = plot_kept_heatmap(heatmap_runs(ms), out / f"kept_units_{slug}.png", task)
+        if heat:
+            drawn[f"kept_units_{slug}.png"] = heat
+            lines += [f"![kept units, {task}](kept_units_{slug}.png)", ""]
+    tasks = by_task(runs)
+    if len(tasks) > 1:  # the same backbone, several tasks: one extraction of each, side by side
+        picks = [{**m, "label": f"{task_of(m)}: {m['label']}"}
+                 for m in (_middle_extraction(ms) for ms in tasks.values()) if m]
+        heat = plot_kept_heatmap(picks, out / "kept_units_by_task.png", "one extraction per task")
+        if heat:
+            drawn["kept_units_by_task.png"] = heat
+            lines += ["## Kept units across tasks", "", "![kept units across tasks](kept_units_by_task.png)", ""]
+    machines = {json.dumps(m.get("machine", {}), sort_keys=True) for m in runs}
+    lines += ["## Machine", ""] + [f"- {m}" for m in sorted(machines)] + [""]
+    (out / "report.md").write_text("\n".join(lines))
+    return drawn
+
+
+def _run_report(args) -> int:
+    drawn = write_report(args.runs, args.out, args.title)
+    print(f"report: {Path(args.out) / 'report.md'} ({len(drawn)} figures)")
+    return 0
+
+
+def add_report_parser(subparsers) -> argparse.ArgumentParser:
+    """`subnet report RUNS... --out DIR`: hook in with add_report_parser(sub)."""
+    p = subparsers.add_parser(
+        "report", help="report.md + figures from extraction, sweep and baseline runs",
+        description="Read the metrics.json (and subnet.json) of every run in or under RUNS and write "
+                    "DIR/report.md with per-task tables, the largest pruning within 1 point of the probe, "
+                    "extraction against the baselines at equal size, and PNG figures: metric against "
+                    "kept parameters per method, Pareto fronts, kept units per layer, latency and file size.")
+    p.add_argument("runs", nargs="+", metavar="RUNS", help="run directories or folders holding them")
+    p.add_argument("--out", required=True, help="output directory for report.md and the PNGs")
+    p.add_argument("--title", default="subnet report", help="report title")
+    p.set_defaults(func=_run_report)
+    return p

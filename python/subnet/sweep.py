@@ -1,0 +1,101 @@
+"""`subnet sweep`: one extraction per sparsity target, then a table and a Pareto plot.
+
+Each setting runs `subnet.extract` into OUT/t=<t>/ (a finished setting, one with a
+metrics.json, is not rerun), then OUT/sweep.md (table) and OUT/sweep.png (task metric
+against kept parameters and against measured latency relative to the full encoder's,
+Pareto front marked) are written.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+import json
+from pathlib import Path
+
+from .options import add_config_options, add_data_options, config_from_args
+from .train import ExtractConfig
+
+def run_name(t: float) -> str:
+    return f"t={t:g}"
+
+
+def sweep(backbone, train, valid, test, ts, cfg: ExtractConfig | None = None, out="sweep-out",
+          max_seconds: float | None = 2.0, progress: bool = True, measure_latency: bool = True,
+          rerun: bool = False) -> list[dict]:
+    """Extract once per target in `ts` into out/t=<t>/; return the metrics (with "t", "method",
+    "run") in the order of `ts`, and write out/sweep.md and out/sweep.png. Unless `rerun`, a
+    finished setting is read back and an unfinished one resumes from its checkpoint."""
+    from .extract import extract
+    cfg = cfg or ExtractConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for t in ts:
+        run = out / run_name(t)
+        done = run / "metrics.json"
+        if done.is_file() and not rerun:  # a long sweep killed half-way restarts where it stopped
+            m = json.loads(done.read_text())
+        else:
+            if progress:
+                print(f"sweep: t={t:g} -> {run}")
+            # resume: a setting killed mid-way goes on from its last checkpoint
+            m = extract(backbone, train, valid, test, replace(cfg, t=t), run, max_seconds=max_seconds,
+                        progress=progress, measure_latency=measure_latency, resume=not rerun)
+            m.update(method="extract", t=t, backbone=str(backbone), train_set=str(train), seed=cfg.seed,
+                     steps=cfg.steps)
+            done.write_text(json.dumps(m, indent=1))
+        m["run"] = str(run)
+        results.append(m)
+    (out / "sweep.md").write_text(sweep_table(results))
+    from .report import plot_pareto
+    plot_pareto(results, out / "sweep.png")
+    return results
+
+
+def sweep_table(results: list[dict]) -> str:
+    """Markdown table: one row per setting; * marks the Pareto front (metric vs kept parameters)."""
+    from .report import pareto_front
+    front = pareto_front([(m["params"]["kept_fraction"], m["compact"]) for m in results],
+                         lower_is_better=results[0]["metric"] == "cer" if results else False)
+    rows = ["| t | " + (results[0]["metric"] if results else "metric") +
+            " | kept params | GFLOPs / clip | latency (ms, batch 1) | speedup | file (MB) | Pareto |",
+            "|---|---|---|---|---|---|---|---|"]
+    for i, m in enumerate(results):
+        lat = m.get("latency_batch1")
+        ms = f"{1e3 * lat['compact']['median_s']:.2f}" if lat else "-"
+        speed = f"{lat['full']['median_s'] / lat['compact']['median_s']:.2f}x" if lat else "-"
+        rows.append(f"| {m.get('t', '-'):g} | {m['compact']:.4f} | {100 * m['params']['kept_fraction']:.1f}% | "
+                    f"{m['flops_per_clip']['compact'] / 1e9:.3f} | {ms} | {speed} | "
+                    f"{m['file_bytes'] / 1e6:.2f} | {'*' if i in front else ''} |")
+    return "\n".join(rows) + "\n"
+
+
+def _run_sweep(args) -> int:
+    cfg = config_from_args(args, ExtractConfig(loss="budget"))
+    results = sweep(args.backbone, args.train, args.valid, args.test, args.t, cfg, args.out,
+                    max_seconds=args.max_seconds, progress=not args.quiet,
+                    measure_latency=not args.no_latency, rerun=args.rerun)
+    print(sweep_table(results))
+    print(f"table: {Path(args.out) / 'sweep.md'}  plot: {Path(args.out) / 'sweep.png'}")
+    return 0
+
+
+def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
+    """`subnet sweep`: hook into the CLI with add_sweep_parser(sub)."""
+    p = subparsers.add_parser(
+        "sweep", help="one extraction per sparsity target, then a table and a Pareto plot",
+        description="Run `subnet extract` once per sparsity target -t into OUT/t=<t>/ (settings that "
+                    "already have a metrics.json are not rerun unless --rerun), then write OUT/sweep.md "
+                    "(task metric, kept parameters, FLOPs, latency, file size per setting) and "
+                    "OUT/sweep.png (metric against kept parameters and against measured batch-1 "
+                    "latency as a percentage of the full encoder's, both timed interleaved in the same "
+                    "run; Pareto front marked).")
+    add_data_options(p)
+    p.add_argument("-t", type=float, nargs="+", default=[0.2, 0.35, 0.5, 0.65, 0.8],
+                   help="sparsity targets (budget loss: kept fraction of the gated cost)")
+    add_config_options(p, ExtractConfig(loss="budget"))
+    p.add_argument("--rerun", action="store_true",
+                   help="start every setting afresh (default: skip finished ones, resume unfinished ones)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=_run_sweep)
+    return p

@@ -1,0 +1,137 @@
+"""subnet baseline probe|scratch|random|importance on a tiny random Whisper encoder and tones."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+
+import subnet
+from subnet.baselines import (add_baseline_parser, gate_importance, random_init, random_keep, reference_info,
+                              top_keep)
+from subnet.extract import extract
+from subnet.train import ExtractConfig
+from test_extract import tiny_whisper, tones  # noqa: F401  (module-scoped fixtures)
+
+STEPS = 12
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_whisper, tones, tmp_path_factory):  # noqa: F811
+    """A real extraction that removes a good part of the encoder."""
+    out = tmp_path_factory.mktemp("ref")
+    cfg = ExtractConfig(steps=STEPS, batch_size=6, eval_every=6, loss="budget", t=0.3, lam=2.0, lr_gates=0.3,
+                        warmup=0.0, lr_head=3e-3)
+    m = extract(str(tiny_whisper), tones / "train", tones / "valid", tones / "test", cfg, out, max_seconds=1.0,
+                progress=False)
+    assert m["params"]["kept_fraction"] < 0.8
+    return out
+
+
+def baseline(method, tiny_whisper, tones, out, *extra):  # noqa: F811
+    p = argparse.ArgumentParser(prog="subnet")
+    add_baseline_parser(p.add_subparsers(dest="command", required=True))
+    argv = ["baseline", method, "--train", str(tones / "train"), "--valid", str(tones / "valid"),
+            "--test", str(tones / "test"), "--max-seconds", "1", "--quiet", "--out", str(out), *extra]
+    if method != "scratch":
+        argv += ["--backbone", str(tiny_whisper)]
+    args = p.parse_args(argv)
+    assert args.func(args) == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
+def counts(path):
+    return {n: len(g["keep"]) for n, g in json.loads((path / "subnet.json").read_text())["groups"].items()}
+
+
+def same_format(m, ref):
+    missing = set(json.loads((ref / "metrics.json").read_text())) - set(m)
+    assert not missing, missing
+    assert m["metric"] == "accuracy" and m["eval_clips"] == 18 and 0 <= m["compact"] <= 1
+
+
+def test_probe_keeps_everything(tiny_whisper, tones, reference, tmp_path):  # noqa: F811
+    m = baseline("probe", tiny_whisper, tones, tmp_path, "--reference", str(reference))
+    same_format(m, reference)
+    assert m["method"] == "probe" and m["steps"] == STEPS  # the reference's budget
+    assert m["params"]["kept_fraction"] == 1.0 and set(m["kept_fraction"].values()) == {1.0}
+    assert json.loads((tmp_path / "config.json").read_text())["train_gates"] is False
+
+
+def test_random_keeps_the_reference_counts(tiny_whisper, tones, reference, tmp_path):  # noqa: F811
+    m = baseline("random", tiny_whisper, tones, tmp_path / "a", "--reference", str(reference))
+    same_format(m, reference)
+    assert counts(tmp_path / "a") == counts(reference)
+    ref = json.loads((reference / "metrics.json").read_text())
+    assert m["params"]["compact"] == ref["params"]["compact"]
+    # another seed, other units, same counts
+    baseline("random", tiny_whisper, tones, tmp_path / "b", "--reference", str(reference), "--seed", "1",
+             "--steps", "2")
+    a, b = (json.loads((tmp_path / d / "subnet.json").read_text())["groups"] for d in "ab")
+    assert counts(tmp_path / "b") == counts(reference) and a != b
+
+
+def test_importance_keeps_the_top_scored_units(tiny_whisper, tones, reference, tmp_path):  # noqa: F811
+    m = baseline("importance", tiny_whisper, tones, tmp_path, "--reference", str(reference), "--score-batches", "2")
+    same_format(m, reference)
+    assert counts(tmp_path) == counts(reference)
+    scores = torch.load(tmp_path / "importance.pt", weights_only=True)
+    kept = json.loads((tmp_path / "subnet.json").read_text())["groups"]
+    for name, s in scores.items():
+        idx = kept[name]["keep"]
+        dropped = sorted(set(range(s.numel())) - set(idx))
+        if idx and dropped:
+            assert s[idx].min() >= s[dropped].max()
+
+
+def test_scratch_has_the_reference_architecture(tones, reference, tmp_path):  # noqa: F811
+    m = baseline("scratch", None, tones, tmp_path, "--reference", str(reference), "--steps-factor", "1.5")
+    same_format(m, reference)
+    ref = json.loads((reference / "metrics.json").read_text())
+    assert m["params"]["compact"] == ref["params"]["compact"] and m["params"]["full"] == ref["params"]["full"]
+    assert m["steps"] == round(1.5 * STEPS)
+    assert counts(tmp_path) == counts(reference)
+    a, b = subnet.load(tmp_path), subnet.load(reference)
+    assert sum(p.numel() for p in a.parameters()) == sum(p.numel() for p in b.parameters())
+    assert not torch.allclose(a.layers[0].fc1.weight, b.layers[0].fc1.weight)  # not the pretrained weights
+    assert torch.equal(a.embed_positions.weight, b.embed_positions.weight)  # the fixed sinusoids stay
+
+
+def test_helpers(tiny_whisper, reference):  # noqa: F811
+    info = reference_info(reference)
+    keep = random_keep(info, seed=3)
+    assert {n: int(k.sum()) for n, k in keep.items()} == {n: len(i) for n, i in info.keep.items()}
+    assert top_keep({"g": torch.tensor([0.1, 0.9, 0.5, 0.7])}, {"g": 2})["g"].tolist() == [False, True, False, True]
+
+    from subnet.families import family_named
+    enc = family_named(info.family).build(info.base)  # as scratch builds it: positions frozen
+    before = {n: p.clone() for n, p in enc.named_parameters()}
+    random_init(enc, seed=0)
+    changed = {n for n, p in enc.named_parameters() if not torch.equal(p, before[n])}
+    assert "layers.0.fc1.weight" in changed and "embed_positions.weight" not in changed
+
+
+def test_gate_importance_is_the_gate_gradient(tiny_whisper):  # noqa: F811
+    from subnet.extract import prepare_backbone
+    from subnet.train import Batch, Extractor
+
+    enc = prepare_backbone(subnet.load_backbone(str(tiny_whisper)), 1.0)
+    ex = Extractor(enc, 3, ExtractConfig(train_gates=False, head_dropout=0.0), "unused")
+    b = Batch(torch.randn(4, 16000), torch.full((4,), 16000), torch.tensor([0, 1, 2, 0]))
+    scores = gate_importance(ex, [b, b])
+    assert set(scores) == set(ex.masked.groups) and all(s.min() >= 0 for s in scores.values())
+    assert not any(p.requires_grad for p in ex.masked.logits)  # left as it found them
+    # compare one group against a finite difference of the loss in its gate
+    from subnet.train import task_loss
+    name = next(n for n, g in ex.masked.groups.items() if g.kind == "head")
+    with torch.no_grad():
+        def loss(gate_on):
+            keep = {n: torch.ones(g.size, dtype=torch.bool) for n, g in ex.masked.groups.items()}
+            keep[name][0] = gate_on
+            ex.masked.set_keep(keep)
+            out, frames = ex.pipeline(b.waves, b.lengths)
+            return float(task_loss("classify", out, frames, b.targets))
+        full, without = loss(True), loss(False)
+    # first order: L(g=0) - L(g=1) ~ -dL/dg; same sign and magnitude within a loose factor
+    assert scores[name][0] / 2 == pytest.approx(abs(full - without), rel=0.9, abs=1e-4)
