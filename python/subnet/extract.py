@@ -175,9 +175,11 @@ def finish(ex: Extractor, out: Path, valid_ds, test_ds, chars, t0, train_ds, mea
 
 
 def format_table(m: dict) -> str:
+    """The end-of-run summary: task metric, then full vs compact costs."""
     lat = m.get("latency_batch1")
+    lines = [f"test {m['metric']} on {m['eval_clips']} clips of {m['eval_set']}: masked model {m['masked']:.3f}, "
+             f"compact model {m['compact']:.3f}"]
     rows = [("", "full encoder", "compact"),
-            (f"{m['metric']} (masked model / compact)", f"{m['masked']:.3f}", f"{m['compact']:.3f}"),
             ("parameters", f"{m['params']['full']:,}", f"{m['params']['compact']:,} ({100 * m['params']['kept_fraction']:.1f}%)"),
             ("GFLOPs / clip", f"{m['flops_per_clip']['full'] / 1e9:.2f}", f"{m['flops_per_clip']['compact'] / 1e9:.2f}")]
     if lat:
@@ -185,4 +187,4 @@ def format_table(m: dict) -> str:
         rows.append(("latency (batch 1, median)", f"{1e3 * f:.1f} ms", f"{1e3 * c:.1f} ms ({f / c:.2f}x)"))
     rows.append(("file size", "", f"{m['file_bytes'] / 1e6:.1f} MB"))
     w = [max(len(r[i]) for r in rows) for i in range(3)]
-    return "\n".join("  ".join(c.ljust(w[i]) for i, c in enumerate(r)) for r in rows)
+    return "\n".join(lines + ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip() for r in rows])
