@@ -23,7 +23,7 @@ the Triton interpreter cannot load them), and the outputs are written into ONE f
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 

@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-from dataclasses import asdict, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 from torch import nn
 
-from .train import ExtractConfig, Extractor, JsonlLog, run_loop, task_loss
+from .train import ExtractConfig, Extractor, run_loop, task_loss
 
 METHODS = ("probe", "scratch", "random", "importance")
 
@@ -131,31 +129,15 @@ class FullTrainer(Extractor):
 
 # --- the shared run ---------------------------------------------------------------------------
 def _setup(backbone: nn.Module, train, valid, test, cfg: ExtractConfig, out: Path, max_seconds,
-           progress: bool, trainer=Extractor, **trainer_kw) -> SimpleNamespace:
-    """What `subnet.extract` does before its loop, with a chosen trainer class."""
-    from .extract import StepBatches, _dataset, eval_batches
-    from .frontends import front_end_for
-    out.mkdir(parents=True, exist_ok=True)
-    fe = front_end_for(backbone)
-    train_ds = _dataset(train, fe.sample_rate, None, max_seconds, True, cfg.seed, False, progress)
-    valid_ds = _dataset(valid, fe.sample_rate, train_ds.vocab, max_seconds, False, cfg.seed, False, False)
-    test_ds = (_dataset(test, fe.sample_rate, train_ds.vocab, max_seconds, False, cfg.seed, False, False)
-               if test else None)
-    chars = sorted({c for it in train_ds.items for c in (it.text or "")}) if cfg.task == "ctc" else None
-    labels = chars if cfg.task == "ctc" else train_ds.vocab.labels
-    ex = trainer(backbone, len(labels), cfg, out, labels=labels, front_end=fe, **trainer_kw)
-    (out / "log.jsonl").write_text("")
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
-    return SimpleNamespace(
-        ex=ex, train_ds=train_ds, valid_ds=valid_ds, test_ds=test_ds, chars=chars, log=JsonlLog(out / "log.jsonl"),
-        steps=StepBatches(train_ds, cfg.batch_size, cfg.task, chars),
-        valid=lambda: eval_batches(valid_ds, cfg.batch_size, cfg.task, chars), t0=time.time())
+           progress: bool, trainer=Extractor, **trainer_kw):
+    from .extract import setup_run
+    return setup_run(backbone, train, valid, test, cfg, out, max_seconds, progress, trainer=trainer, **trainer_kw)
 
 
-def _finish(run: SimpleNamespace, out: Path, measure_latency: bool, **fields_) -> dict:
+def _finish(run, out: Path, measure_latency: bool, **fields_) -> dict:
     """extract's finish (compact, verify, save, evaluate, measure) + what the baseline was."""
     from .extract import finish
-    m = finish(run.ex, out, run.valid_ds, run.test_ds, run.chars, run.t0, run.train_ds, measure_latency)
+    m = finish(run, out, measure_latency)
     m.update(fields_, seed=run.ex.cfg.seed, steps=run.ex.cfg.steps)
     (out / "metrics.json").write_text(json.dumps(m, indent=1))
     return m

@@ -5,7 +5,7 @@ import copy
 import json
 import platform
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -20,7 +20,7 @@ from .data.dataset import AudioDataset
 from .data.batching import collate
 from .frontends import front_end_for
 from .pipeline import Pipeline
-from .train import Batch, ExtractConfig, Extractor, JsonlLog, _is_dist, run_loop, score
+from .train import Batch, ExtractConfig, Extractor, JsonlLog, _is_dist, run_loop
 
 
 def to_batch(raw: dict, task: str, chars: list[str] | None = None) -> Batch:
@@ -79,6 +79,48 @@ def prepare_backbone(backbone: nn.Module, max_seconds: float | None) -> nn.Modul
     return backbone
 
 
+@dataclass
+class Run:
+    """Everything one training run needs: trainer, datasets, batch sources, log."""
+
+    ex: Extractor
+    train_ds: AudioDataset
+    valid_ds: AudioDataset
+    test_ds: AudioDataset | None
+    chars: list[str] | None
+    log: JsonlLog
+    steps: StepBatches
+    t0: float
+
+    def valid(self):
+        return eval_batches(self.valid_ds, self.ex.cfg.batch_size, self.ex.cfg.task, self.chars)
+
+
+def setup_run(backbone: nn.Module, train, valid, test, cfg: ExtractConfig, out: Path, max_seconds,
+              progress: bool = True, skip_bad: bool = False, resume: bool = False, trainer=Extractor,
+              **trainer_kw) -> Run:
+    """Datasets (validated up front), the trainer (`Extractor` or a subclass), the step batches;
+    resumes from `out/checkpoint.pt` when asked and present."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if _is_dist() else (0, 1)
+    t0 = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    fe = front_end_for(backbone)
+    train_ds = _dataset(train, fe.sample_rate, None, max_seconds, True, cfg.seed, skip_bad, progress and rank == 0)
+    vocab = train_ds.vocab
+    valid_ds = _dataset(valid, fe.sample_rate, vocab, max_seconds, False, cfg.seed, skip_bad, False)
+    test_ds = _dataset(test, fe.sample_rate, vocab, max_seconds, False, cfg.seed, skip_bad, False) if test else None
+    chars = sorted({c for it in train_ds.items for c in (it.text or "")}) if cfg.task == "ctc" else None
+    labels = chars if cfg.task == "ctc" else vocab.labels
+    ex = trainer(backbone, len(labels), cfg, out, labels=labels, front_end=fe, **trainer_kw)
+    if resume and (out / "checkpoint.pt").is_file():
+        ex.restore(torch.load(out / "checkpoint.pt", weights_only=True))
+    elif rank == 0:
+        (out / "log.jsonl").write_text("")
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    steps = StepBatches(train_ds, cfg.batch_size, cfg.task, chars, rank, world)
+    return Run(ex, train_ds, valid_ds, test_ds, chars, JsonlLog(out / "log.jsonl"), steps, t0)
+
+
 def extract(backbone, train, valid, test=None, cfg: ExtractConfig | None = None, out="subnet-out",
             max_seconds: float | None = 2.0, skip_bad: bool = False, resume: bool = False,
             progress: bool = True, measure_latency: bool = True) -> dict:
@@ -91,31 +133,12 @@ def extract(backbone, train, valid, test=None, cfg: ExtractConfig | None = None,
     """
     from . import load_backbone
     cfg = cfg or ExtractConfig()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    rank, world = (dist.get_rank(), dist.get_world_size()) if _is_dist() else (0, 1)
-    t0 = time.time()
     backbone = prepare_backbone(load_backbone(backbone), max_seconds)
-    fe = front_end_for(backbone)
-    train_ds = _dataset(train, fe.sample_rate, None, max_seconds, True, cfg.seed, skip_bad, progress and rank == 0)
-    vocab = train_ds.vocab
-    valid_ds = _dataset(valid, fe.sample_rate, vocab, max_seconds, False, cfg.seed, skip_bad, False)
-    test_ds = _dataset(test, fe.sample_rate, vocab, max_seconds, False, cfg.seed, skip_bad, False) if test else None
-    chars = sorted({c for it in train_ds.items for c in (it.text or "")}) if cfg.task == "ctc" else None
-    labels = chars if cfg.task == "ctc" else vocab.labels
-    n_out = len(labels)
-    ex = Extractor(backbone, n_out, cfg, out, labels=labels, front_end=fe)
-    log = JsonlLog(out / "log.jsonl")
-    if resume and (out / "checkpoint.pt").is_file():
-        ex.restore(torch.load(out / "checkpoint.pt", weights_only=True))
-    elif rank == 0:
-        (out / "log.jsonl").write_text("")
-        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
-    steps = StepBatches(train_ds, cfg.batch_size, cfg.task, chars, rank, world)
-    run_loop(ex, steps, lambda: eval_batches(valid_ds, cfg.batch_size, cfg.task, chars), log, progress)
-    if rank != 0:
+    run = setup_run(backbone, train, valid, test, cfg, Path(out), max_seconds, progress, skip_bad, resume)
+    run_loop(run.ex, run.steps, run.valid, run.log, progress)
+    if _is_dist() and dist.get_rank() != 0:
         return {}
-    return finish(ex, out, valid_ds, test_ds, chars, t0, train_ds, measure_latency)
+    return finish(run, Path(out), measure_latency)
 
 
 def _dataset(source, rate, vocab, max_seconds, train, seed, skip_bad, progress):
@@ -127,8 +150,9 @@ def _dataset(source, rate, vocab, max_seconds, train, seed, skip_bad, progress):
                                     train=train, seed=seed, skip_bad=skip_bad, progress=progress)
 
 
-def finish(ex: Extractor, out: Path, valid_ds, test_ds, chars, t0, train_ds, measure_latency=True) -> dict:
+def finish(run: Run, out: Path, measure_latency: bool = True) -> dict:
     """Restore the best gates + head, compact, verify, save, evaluate and write metrics.json."""
+    ex, valid_ds, test_ds, chars, t0, train_ds = run.ex, run.valid_ds, run.test_ds, run.chars, run.t0, run.train_ds
     cfg = ex.cfg
     best = torch.load(out / "best.pt", weights_only=True)
     ex.restore(best)

@@ -10,7 +10,6 @@ the same pass per-block partials of dgate_h = sum(dY_h * O_h), summed afterwards
 for dq (program per query block), neither with atomics. Heads with g_h = 0 run zero loop
 iterations: their dq/dk/dv are exactly 0.
 """
-import math
 
 import torch
 import triton

@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from ..units import Slice, UnitGroup
 from .attention import gate_heads
-from .base import (BiasOnly, Family, apply_slices, gate_activation, gate_input_last_dim, gate_output,
+from .base import (BiasOnly, Family, apply_slices, gate_activation, gate_output,
                    override_forward, replace_module, sync_metadata, zero_padded_from)
 
 CLASSES = ("Wav2Vec2Model", "HubertModel", "WavLMModel", "Data2VecAudioModel")

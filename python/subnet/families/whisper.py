@@ -12,7 +12,7 @@ import transformers
 
 from ..units import Slice, UnitGroup
 from .attention import gate_heads
-from .base import (BiasOnly, Family, apply_slices, gate_activation, gate_input_channels, gate_input_last_dim,
+from .base import (BiasOnly, Family, apply_slices, gate_activation, gate_input_channels,
                    replace_module, sync_metadata)
 from .wav2vec2 import _params
 
