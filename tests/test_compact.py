@@ -178,3 +178,27 @@ def test_bad_keep_masks_are_refused():
         mm.set_keep({"nope": torch.ones(3, dtype=torch.bool)})
     with pytest.raises(TypeError, match="no family adapter"):
         subnet.attach_masks(torch.nn.Linear(3, 3))
+
+
+def test_aligned_keep_rounds_conv_and_ffn_groups_by_logit():
+    from subnet.compact import aligned_keep
+    model = build("whisper")
+    mm = subnet.attach_masks(model)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in mm.logits:
+            p.copy_(torch.randn(p.shape, generator=g))
+    before = mm.keep()
+    keep = aligned_keep(mm, 8)
+    for name, group in mm.groups.items():
+        k, k0 = int(keep[name].sum()), int(before[name].sum())
+        if group.kind == "head":
+            assert torch.equal(keep[name], before[name])
+            continue
+        assert k % 8 == 0 and abs(k - k0) <= 4
+        logits = mm.logit(name).detach()
+        if 0 < k < group.size:  # the kept units are the best by logit
+            assert logits[keep[name]].min() >= logits[~keep[name]].max()
+    mm.set_keep(keep)
+    small = subnet.compact(mm)  # still exact
+    assert small.conv1.out_channels % 8 == 0

@@ -55,7 +55,7 @@ def tiny_whisper(tmp_path_factory):
 
 
 def test_extract_end_to_end(tones, tiny_whisper, tmp_path):
-    cfg = ExtractConfig(steps=60, batch_size=6, eval_every=20, loss="budget", t=0.5, lr_head=3e-3)
+    cfg = ExtractConfig(steps=60, batch_size=6, eval_every=20, loss="budget", t=0.5, lr_head=3e-3, align=4)
     m = extract(str(tiny_whisper), tones / "train", tones / "valid", tones / "test", cfg, tmp_path,
                 max_seconds=1.0, progress=False)
     for f in ("model.safetensors", "subnet.json", "head.safetensors", "metrics.json", "log.jsonl", "best.pt"):
@@ -66,6 +66,9 @@ def test_extract_end_to_end(tones, tiny_whisper, tmp_path):
     assert min(m["kept_fraction"].values()) < 1
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, 61)) and "valid" in log[19]
+
+    groups = json.loads((tmp_path / "subnet.json").read_text())["groups"]
+    assert all(len(g["keep"]) % 4 == 0 for g in groups.values() if g["kind"] in ("conv", "ffn"))
 
     pipe = load_pipeline(tmp_path)
     assert type(pipe.encoder).__name__ == "WhisperEncoder"

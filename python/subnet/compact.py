@@ -99,6 +99,31 @@ def compare_to_masked(masked: MaskedModel, small: nn.Module, keep: dict) -> tupl
     return float((out - ref).abs().max()), float(ref.abs().max())
 
 
+ALIGNED_KINDS = ("conv", "ffn", "dwconv")
+
+
+def aligned_keep(masked: MaskedModel, multiple: int) -> dict[str, torch.Tensor]:
+    """The current decision with each conv / FFN group's kept count rounded to the nearest
+    multiple of `multiple` (matrix sizes that vector units and tensor cores like), the units
+    chosen by gate logit; heads and groups smaller than `multiple` are left as they are."""
+    keep = masked.keep()
+    if multiple <= 1:
+        return keep
+    out = {}
+    for name, mask in keep.items():
+        group = masked.groups[name]
+        if group.kind not in ALIGNED_KINDS or group.size < multiple:
+            out[name] = mask
+            continue
+        k = int(round(int(mask.sum()) / multiple)) * multiple
+        k = min(group.size, max(k, group.min_keep))
+        order = torch.argsort(masked.logit(name).detach().cpu(), descending=True, stable=True)
+        new = torch.zeros_like(mask)
+        new[order[:k]] = True
+        out[name] = new
+    return out
+
+
 def rebuild(family, info: CompactInfo, base: nn.Module, groups: dict[str, UnitGroup]) -> nn.Module:
     """Apply a stored keep decision to a base model (used when loading artifacts)."""
     small = family.shrink(base, groups, info.keep_masks())

@@ -15,7 +15,7 @@ from torch import nn
 
 from .artifact import save
 from .bench import count_flops, interleaved_latency
-from .compact import compact
+from .compact import aligned_keep, compact
 from .data.dataset import AudioDataset
 from .data.batching import collate
 from .frontends import front_end_for
@@ -157,6 +157,8 @@ def finish(run: Run, out: Path, measure_latency: bool = True) -> dict:
     best = torch.load(out / "best.pt", weights_only=True)
     ex.restore(best)
     masked = ex.masked
+    if cfg.align > 1:  # the masked model is evaluated with the aligned decision too
+        masked.set_keep(aligned_keep(masked, cfg.align))
     small = compact(masked)
     fe, head = ex.front_end, ex.head
     eval_set = test_ds or valid_ds
@@ -184,7 +186,7 @@ def finish(run: Run, out: Path, measure_latency: bool = True) -> dict:
     metrics = {
         "task": cfg.task, "metric": m_masked["metric"], "eval_set": eval_set.name, "eval_clips": m_masked["n"],
         "masked": m_masked["value"], "compact": m_compact["value"],
-        "best_step": ex.state.best_step, "valid_at_best": ex.state.best_metric,
+        "best_step": ex.state.best_step, "valid_at_best": ex.state.best_metric, "align": cfg.align,
         "kept_fraction": {k: v[0] / v[1] for k, v in kinds.items()},
         "params": {"full": n_base, "compact": n_small, "kept_fraction": n_small / n_base},
         "flops_per_clip": {"full": flops_base, "compact": flops_small, "clip_seconds": probe_len / fe.sample_rate},

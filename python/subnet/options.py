@@ -22,6 +22,8 @@ _OPTIONS = {  # field: (flag, type, help)
     "eval_every": ("--eval-every", int, "validate every N steps (keeps the best state)"),
     "checkpoint_every": ("--checkpoint-every", int, "checkpoint every N steps"),
     "warmup": ("--warmup", float, "fraction of the steps over which lambda ramps up"),
+    "align": ("--align", int, "round the kept conv/FFN units of each group to a multiple of N at "
+              "compaction, best gate logits first"),
     "seed": ("--seed", int, "random seed (data order, head init, baseline choices)"),
 }
 _CHOICES = {"task": ["classify", "tag", "ctc"], "loss": ["seed", "mean", "budget"], "cost": ["params", "flops"]}

@@ -47,6 +47,7 @@ class ExtractConfig:
     train_gates: bool = True  # False: a linear probe of the full encoder (gates fixed on)
     coupled: bool = False  # True: lambda * L_s goes through Adam with the task loss (paper-style)
     warmup: float = 0.1  # fraction of the steps over which lambda ramps up from 0
+    align: int = 1  # round kept conv/FFN units per group to a multiple of this at compaction
 
 
 @dataclass
