@@ -1,0 +1,205 @@
+"""End-to-end figures: mask-training step vs its floor, compact latency vs the ideal, compaction.
+
+    .venv/bin/python benchmarks/run.py [--quick] [--device cpu|cuda]
+
+Writes benchmarks/results/<device>-<date>.json and the table in docs/PERFORMANCE.md.
+Every ratio is measured in one process, variants interleaved after warm-up, medians.
+Random-init models of the named shapes (timing does not depend on the weights' values).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import transformers
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "python"), str(ROOT)]  # runs from a checkout without installing
+
+import subnet  # noqa: E402
+from subnet.bench import count_flops, interleaved_latency  # noqa: E402
+from subnet.families.base import apply_slices  # noqa: E402
+
+
+def whisper_base(seconds: float) -> torch.nn.Module:
+    cfg = transformers.WhisperConfig(d_model=512, encoder_layers=6, encoder_attention_heads=8, encoder_ffn_dim=2048,
+                                     num_mel_bins=80, max_source_positions=int(50 * seconds), dropout=0.0)
+    return WhisperEncoder(cfg).eval()
+
+
+def wav2vec2_base() -> torch.nn.Module:
+    cfg = transformers.Wav2Vec2Config(hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+                                      feat_proj_dropout=0.0, layerdrop=0.0)
+    return transformers.Wav2Vec2Model(cfg).eval()
+
+
+def inputs_for(model, batch: int, seconds: float) -> dict:
+    g = torch.Generator().manual_seed(0)
+    if isinstance(model, WhisperEncoder):
+        return {"input_features": torch.randn(batch, 80, model.config.max_source_positions * 2, generator=g)}
+    return {"input_values": torch.randn(batch, int(16000 * seconds), generator=g)}
+
+
+def uniform_keep(mm, fraction: float, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    keep = {}
+    for name, group in mm.groups.items():
+        k = max(group.min_keep, round(fraction * group.size))
+        mask = torch.zeros(group.size, dtype=torch.bool)
+        mask[torch.randperm(group.size, generator=g)[:k]] = True
+        keep[name] = mask
+    return keep
+
+
+def interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict:
+    for f in fns.values():
+        for _ in range(warmup):
+            f()
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def training_step(name: str, model, batch: int, seconds: float, repeats: int) -> dict:
+    """Mask-training step (all units alive) vs A* (backward through every activation, no gates)
+    vs A (frozen encoder, gradient for a head only)."""
+    x = inputs_for(model, batch, seconds)
+    key = next(iter(x))
+    head = torch.nn.Linear(model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.d_model, 8)
+    mm = subnet.attach_masks(model)
+
+    def a():
+        with mm.gates_removed() as base, torch.no_grad():
+            h = base(**x).last_hidden_state
+        head(h).square().mean().backward()
+
+    def a_star():
+        inp = x[key].clone().requires_grad_(True)
+        with mm.gates_removed() as base:
+            head(base(**{key: inp}).last_hidden_state).square().mean().backward()
+
+    def step():
+        head(mm(**x).last_hidden_state).square().mean().backward()
+        mm.zero_grad(set_to_none=True)
+
+    t = interleaved({"A": a, "A*": a_star, "step": step}, repeats)
+    mm.detach_backbone()
+    return {"model": name, "batch": batch, "seconds": seconds, "A_s": t["A"], "A*_s": t["A*"],
+            "step_s": t["step"], "step_over_A*": t["step"] / t["A*"], "A*_over_A": t["A*"] / t["A"]}
+
+
+def compact_latency(name: str, model, fraction: float, batch: int, seconds: float, repeats: int) -> dict:
+    mm = subnet.attach_masks(model)
+    mm.set_keep(uniform_keep(mm, fraction))
+    small = subnet.compact(mm)
+    mm.detach_backbone()
+    x = inputs_for(model, batch, seconds)
+    lat = interleaved_latency({"dense": model, "compact": small}, x, repeats=repeats)
+    fd, fc = count_flops(model, x), count_flops(small, x)
+    speed = lat["dense"]["median_s"] / lat["compact"]["median_s"]
+    return {"model": name, "kept_units": fraction, "batch": batch, "seconds": seconds,
+            "dense_ms": 1e3 * lat["dense"]["median_s"], "compact_ms": 1e3 * lat["compact"]["median_s"],
+            "speedup": speed, "ideal_flop_ratio": fd / fc, "of_ideal": speed / (fd / fc)}
+
+
+def compaction_time(name: str, model, fraction: float, repeats: int) -> dict:
+    """One gather_compact over the whole plan vs a plain copy of the same kept bytes."""
+    import copy
+    mm = subnet.attach_masks(model)
+    keep = uniform_keep(mm, fraction)
+    groups = mm.groups
+    mm.detach_backbone()
+    targets = [copy.deepcopy(model) for _ in range(repeats + 2)]
+    small = copy.deepcopy(model)
+    apply_slices(small, groups, keep)
+    kept = [p.detach().clone() for p in small.parameters()]
+    it = iter(targets)
+
+    def gather():
+        apply_slices(next(it), groups, keep)
+
+    def plain_copy():  # the same bytes into one fresh buffer, as the gather writes them
+        torch.cat([p.reshape(-1) for p in kept])
+
+    t = interleaved({"gather_compact": gather, "copy": plain_copy}, repeats)
+    nbytes = sum(p.numel() * p.element_size() for p in kept)
+    return {"model": name, "kept_units": fraction, "kept_MB": nbytes / 1e6,
+            "gather_ms": 1e3 * t["gather_compact"], "copy_ms": 1e3 * t["copy"],
+            "gather_over_copy": t["gather_compact"] / t["copy"]}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats and shorter clips (smoke run)")
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--doc", default=str(ROOT / "docs" / "PERFORMANCE.md"))
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    reps = args.repeats or (3 if args.quick else 11)
+    secs = 1.0 if args.quick else 5.0
+    wb, w2 = whisper_base(secs), wav2vec2_base()
+    res = {"training_step": [], "latency": [], "compaction": []}
+    for name, m in (("whisper-base", wb), ("wav2vec2-base", w2)):
+        res["training_step"].append(training_step(name, m, 8, secs, reps))
+        print(res["training_step"][-1], flush=True)
+    for fraction in (0.5, 0.25):
+        for batch in (1, 8):
+            res["latency"].append(compact_latency("whisper-base", wb, fraction, batch, secs, reps * 2))
+            print(res["latency"][-1], flush=True)
+    for name, m in (("whisper-base", whisper_base(30.0)), ("wav2vec2-base", w2)):
+        res["compaction"].append(compaction_time(name, m, 0.5, reps))
+        print(res["compaction"][-1], flush=True)
+    machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+               "torch": torch.__version__, "transformers": transformers.__version__, "quick": args.quick}
+    stamp = datetime.date.today().isoformat()
+    out = Path(args.out) / f"cpu-{stamp}.json"
+    out.write_text(json.dumps({"machine": machine, **res}, indent=1))
+    shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
+    Path(args.doc).write_text(render(res, machine, shown))
+    print(f"wrote {out} and {args.doc}")
+    return 0
+
+
+def render(res: dict, machine: dict, source) -> str:
+    lines = ["# Performance", "",
+             f"Produced by `.venv/bin/python benchmarks/run.py` ({source}); CPU, {machine['threads']} threads, "
+             f"torch {machine['torch']}, fp32, random-init models of the named shapes. Each ratio comes from one "
+             "process, variants interleaved after warm-up, medians.", "",
+             "## Mask-training step (all units alive) vs its floor", "",
+             "A = frozen encoder + gradient for a head only; A* = backward through every activation (what any "
+             "gate training must pay). Target: step <= 1.03 x A*.", "",
+             "| model | batch x seconds | A | A* | step | step / A* |", "|---|---|---|---|---|---|"]
+    for r in res["training_step"]:
+        lines.append(f"| {r['model']} | {r['batch']} x {r['seconds']:g} s | {1e3 * r['A_s']:.0f} ms | "
+                     f"{1e3 * r['A*_s']:.0f} ms | {1e3 * r['step_s']:.0f} ms | {r['step_over_A*']:.2f} |")
+    lines += ["", "## Compact model latency vs the ideal FLOP-ratio speedup", "",
+              "Uniformly random units kept in every group. Target: >= 0.95 of the ideal.", "",
+              "| model | kept units | batch | dense | compact | speedup | ideal | of ideal |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in res["latency"]:
+        lines.append(f"| {r['model']} | {r['kept_units']:.0%} | {r['batch']} | {r['dense_ms']:.1f} ms | "
+                     f"{r['compact_ms']:.1f} ms | {r['speedup']:.2f}x | {r['ideal_flop_ratio']:.2f}x | "
+                     f"{r['of_ideal']:.2f} |")
+    lines += ["", "## Compaction: one gather_compact vs a plain copy of the kept bytes", "",
+              "Target: <= 1.5 x the copy.", "", "| model | kept | gather | copy | ratio |", "|---|---|---|---|---|"]
+    for r in res["compaction"]:
+        lines.append(f"| {r['model']} | {r['kept_MB']:.0f} MB | {r['gather_ms']:.1f} ms | {r['copy_ms']:.1f} ms | "
+                     f"{r['gather_over_copy']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
