@@ -11,8 +11,7 @@ import torch
 import transformers
 
 from ..units import Slice, UnitGroup
-from .base import BiasOnly, Family, apply_slices, gate_input_last_dim, replace_module, sync_metadata
-from .wav2vec2 import _params
+from .base import BiasOnly, Family, apply_slices, gate_input_last_dim, replace_module, sync_metadata, unit_params
 
 
 def head_slices(prefix: str, qkv: tuple[str, str, str], out: str, dh: int, bias: bool) -> list[Slice]:
@@ -47,12 +46,12 @@ class ASTFamily(Family):
                 slices = head_slices(f"{p}.attention", ("q_proj", "k_proj", "v_proj"), "o_proj", dh, cfg.qkv_bias)
                 flops = (2 * 4 * d * dh + 4 * tokens * dh) * tokens * per_frame
                 groups[f"{p}.attention.heads"] = UnitGroup(f"{p}.attention.heads", "head", heads, slices,
-                                                           _params(model, slices, heads), flops)
+                                                           unit_params(model, slices, heads), flops)
             if "ffn" in kinds:
                 n = layer.mlp.fc1.out_features
                 slices = ffn_slices(f"{p}.mlp.fc1", f"{p}.mlp.fc2")
                 groups[f"{p}.mlp.neurons"] = UnitGroup(f"{p}.mlp.neurons", "ffn", n, slices,
-                                                       _params(model, slices, n), 4 * d * tokens * per_frame)
+                                                       unit_params(model, slices, n), 4 * d * tokens * per_frame)
         return groups
 
     def install_gates(self, mm):

@@ -51,6 +51,17 @@ class Family:
         raise NotImplementedError
 
 
+def unit_params(model, slices, size) -> float:
+    """Parameters one unit of a `size`-unit group owns: its share of every sliced parameter."""
+    tensors = dict(model.named_parameters())
+    total = 0
+    for sl in slices:
+        t = tensors.get(sl.param)
+        if t is not None:
+            total += t.numel() // size
+    return float(total)
+
+
 # --- gate installers ------------------------------------------------------------------
 def gate_input_last_dim(module: nn.Module, mm, group: str, block: int = 1):
     """Multiply the last dim of `module`'s input by the gate (units of `block` entries).

@@ -14,8 +14,7 @@ import transformers
 
 from ..units import Slice, UnitGroup
 from .ast import ffn_slices, head_slices
-from .base import BiasOnly, Family, apply_slices, gate_input_last_dim, replace_module, sync_metadata
-from .wav2vec2 import _params
+from .base import BiasOnly, Family, apply_slices, gate_input_last_dim, replace_module, sync_metadata, unit_params
 
 
 def _blocks(model):
@@ -45,12 +44,12 @@ class ClapAudioFamily(Family):
                 slices = head_slices(f"{a}.self", ("query", "key", "value"), "output.dense", dh, cfg.qkv_bias)
                 slices[-1] = Slice(f"{a}.output.dense.weight", 1, dh)
                 slices.append(Slice(f"{a}.self.relative_position_bias_table", 1))
-                groups[f"{a}.heads"] = UnitGroup(f"{a}.heads", "head", heads, slices, _params(model, slices, heads),
+                groups[f"{a}.heads"] = UnitGroup(f"{a}.heads", "head", heads, slices, unit_params(model, slices, heads),
                                                  (2 * 4 * d * dh + 4 * window * dh) * tokens)
             if "ffn" in kinds:
                 n = block.intermediate.dense.out_features
                 slices = ffn_slices(f"{p}.intermediate.dense", f"{p}.output.dense")
-                groups[f"{p}.ffn"] = UnitGroup(f"{p}.ffn", "ffn", n, slices, _params(model, slices, n),
+                groups[f"{p}.ffn"] = UnitGroup(f"{p}.ffn", "ffn", n, slices, unit_params(model, slices, n),
                                                4 * d * tokens)
         return groups
 

@@ -16,11 +16,10 @@ from torch import nn
 
 from ..units import Slice, UnitGroup
 from .ast import ffn_slices
-from .base import (Family, apply_slices, gate_input_channels, gate_input_last_dim, override_forward, replace_module,
+from .base import (unit_params, Family, apply_slices, gate_input_channels, gate_input_last_dim, override_forward, replace_module,
                    sync_metadata)
 from .torch_transformer import PrunedMultiheadAttention, _attention_call
 from .w2v_conformer import EmptyConvModule
-from .wav2vec2 import _params
 
 
 def _masked_attention(mm, group):
@@ -47,14 +46,14 @@ class TorchaudioConformerFamily(Family):
                 a = f"{p}.self_attn"
                 slices = [Slice(f"{a}.in_proj_weight", 0, dh, 3), Slice(f"{a}.in_proj_bias", 0, dh, 3),
                           Slice(f"{a}.out_proj.weight", 1, dh)]
-                groups[f"{a}.heads"] = UnitGroup(f"{a}.heads", "head", heads, slices, _params(model, slices, heads),
+                groups[f"{a}.heads"] = UnitGroup(f"{a}.heads", "head", heads, slices, unit_params(model, slices, heads),
                                                  2 * 4 * d * dh + 4 * self.nominal_frames * dh)
             if "ffn" in kinds:
                 for f in ("ffn1", "ffn2"):
                     n = getattr(layer, f).sequential[1].out_features
                     slices = ffn_slices(f"{p}.{f}.sequential.1", f"{p}.{f}.sequential.4")
                     groups[f"{p}.{f}.neurons"] = UnitGroup(f"{p}.{f}.neurons", "ffn", n, slices,
-                                                           _params(model, slices, n), 4.0 * d)
+                                                           unit_params(model, slices, n), 4.0 * d)
             if "dwconv" in kinds:
                 seq = layer.conv_module.sequential
                 if not isinstance(seq[3], nn.BatchNorm1d):
@@ -68,7 +67,7 @@ class TorchaudioConformerFamily(Family):
                 slices.append(Slice(f"{c}.5.weight", 1))
                 n = seq[2].out_channels
                 groups[f"{p}.conv_module.channels"] = UnitGroup(
-                    f"{p}.conv_module.channels", "dwconv", n, slices, _params(model, slices, n),
+                    f"{p}.conv_module.channels", "dwconv", n, slices, unit_params(model, slices, n),
                     6.0 * d + 2 * seq[2].kernel_size[0])
         return groups
 

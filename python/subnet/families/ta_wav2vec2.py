@@ -19,9 +19,8 @@ from torchaudio.models.wav2vec2.wavlm_attention import WavLMSelfAttention
 
 from ..units import Slice, UnitGroup
 from .ast import ffn_slices, head_slices
-from .base import (BiasOnly, Family, ZeroPaddedLayerNorm, apply_slices, gate_input_last_dim,
+from .base import (unit_params, BiasOnly, Family, ZeroPaddedLayerNorm, apply_slices, gate_input_last_dim,
                    gate_output, override_forward, replace_module, sync_metadata)
-from .wav2vec2 import _params
 
 
 def _is_wavlm(model) -> bool:
@@ -83,7 +82,7 @@ class TorchaudioWav2Vec2Family(Family):
                                Slice("encoder.feature_projection.projection.weight", 1)]
                     flops += 2 * proj.projection.out_features * rates[-1]
                 n = conv.out_channels
-                groups[f"{p}.conv"] = UnitGroup(f"{p}.conv", "conv", n, slices, _params(model, slices, n), flops,
+                groups[f"{p}.conv"] = UnitGroup(f"{p}.conv", "conv", n, slices, unit_params(model, slices, n), flops,
                                                 min_keep=1)
         wavlm = _is_wavlm(model)
         d = proj.projection.out_features
@@ -102,13 +101,13 @@ class TorchaudioWav2Vec2Family(Family):
                 else:
                     slices = head_slices(a, ("q_proj", "k_proj", "v_proj"), "out_proj", dh, True)
                 flops = (2 * 4 * d * dh + 4 * self.nominal_frames * dh) * rates[-1]
-                groups[f"{a}.heads"] = UnitGroup(f"{a}.heads", "head", heads, slices, _params(model, slices, heads),
+                groups[f"{a}.heads"] = UnitGroup(f"{a}.heads", "head", heads, slices, unit_params(model, slices, heads),
                                                  flops)
             if "ffn" in kinds:
                 f = f"{p}.feed_forward"
                 n = layer.feed_forward.intermediate_dense.out_features
                 slices = ffn_slices(f"{f}.intermediate_dense", f"{f}.output_dense")
-                groups[f"{f}.neurons"] = UnitGroup(f"{f}.neurons", "ffn", n, slices, _params(model, slices, n),
+                groups[f"{f}.neurons"] = UnitGroup(f"{f}.neurons", "ffn", n, slices, unit_params(model, slices, n),
                                                    4 * d * rates[-1])
         return groups
 

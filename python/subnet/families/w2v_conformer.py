@@ -21,8 +21,8 @@ from torch import nn
 
 from ..units import Slice, UnitGroup
 from .ast import ffn_slices, head_slices
-from .base import BiasOnly, gate_input_channels, gate_input_last_dim, replace_module
-from .wav2vec2 import Wav2Vec2Family, _params
+from .base import BiasOnly, gate_input_channels, gate_input_last_dim, replace_module, unit_params
+from .wav2vec2 import Wav2Vec2Family
 
 
 class EmptyConvModule(nn.Module):
@@ -65,13 +65,13 @@ class Wav2Vec2ConformerFamily(Wav2Vec2Family):
                                Slice(f"{a}.pos_bias_v", 0)]
                     flops += 2 * 2 * d * dh + 2 * t * dh  # positions projected, position scores
                 groups[f"{a}.heads"] = UnitGroup(f"{a}.heads", "head", heads, slices,
-                                                 _params(model, slices, heads), flops * rate)
+                                                 unit_params(model, slices, heads), flops * rate)
             if "ffn" in kinds:
                 for f in ("ffn1", "ffn2"):
                     n = getattr(layer, f).intermediate_dense.out_features
                     slices = ffn_slices(f"{p}.{f}.intermediate_dense", f"{p}.{f}.output_dense")
                     groups[f"{p}.{f}.neurons"] = UnitGroup(f"{p}.{f}.neurons", "ffn", n, slices,
-                                                           _params(model, slices, n), 4 * d * rate)
+                                                           unit_params(model, slices, n), 4 * d * rate)
             if "dwconv" in kinds:
                 c = f"{p}.conv_module"
                 mod = layer.conv_module
@@ -83,7 +83,7 @@ class Wav2Vec2ConformerFamily(Wav2Vec2Family):
                 slices.append(Slice(f"{c}.pointwise_conv2.weight", 1))
                 k = mod.depthwise_conv.kernel_size[0]
                 groups[f"{c}.channels"] = UnitGroup(f"{c}.channels", "dwconv", d, slices,
-                                                    _params(model, slices, d), (6 * d + 2 * k) * rate)
+                                                    unit_params(model, slices, d), (6 * d + 2 * k) * rate)
         return groups
 
     def install_gates(self, mm):

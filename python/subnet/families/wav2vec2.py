@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from ..units import Slice, UnitGroup
 from .attention import gate_heads
-from .base import (BiasOnly, Family, apply_slices, gate_activation, gate_output,
+from .base import (unit_params, BiasOnly, Family, apply_slices, gate_activation, gate_output,
                    override_forward, replace_module, sync_metadata, zero_padded_from)
 
 CLASSES = ("Wav2Vec2Model", "HubertModel", "WavLMModel", "Data2VecAudioModel")
@@ -71,7 +71,7 @@ class Wav2Vec2Family(Family):
                     slices.append(Slice("feature_projection.projection.weight", 1))
                     flops += 2 * d * enc_rate
                 groups[f"{p}.conv"] = UnitGroup(
-                    f"{p}.conv", "conv", c_out, slices, _params(model, slices, c_out), flops, min_keep=1)
+                    f"{p}.conv", "conv", c_out, slices, unit_params(model, slices, c_out), flops, min_keep=1)
         heads, dh = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads
         for i, layer in enumerate(model.encoder.layers):
             p = f"encoder.layers.{i}"
@@ -85,7 +85,7 @@ class Wav2Vec2Family(Family):
                     slices.append(Slice(f"{a}.gru_rel_pos_const", 1))
                 flops = (2 * 4 * d * dh + 4 * self.nominal_frames * dh) * enc_rate
                 groups[f"{a}.heads"] = UnitGroup(
-                    f"{a}.heads", "head", heads, slices, _params(model, slices, heads), flops)
+                    f"{a}.heads", "head", heads, slices, unit_params(model, slices, heads), flops)
             if "ffn" in kinds:
                 f = f"{p}.feed_forward"
                 n = layer.feed_forward.intermediate_dense.out_features
@@ -93,7 +93,7 @@ class Wav2Vec2Family(Family):
                           Slice(f"{f}.intermediate_dense.bias", 0),
                           Slice(f"{f}.output_dense.weight", 1)]
                 groups[f"{f}.neurons"] = UnitGroup(
-                    f"{f}.neurons", "ffn", n, slices, _params(model, slices, n), 4 * d * enc_rate)
+                    f"{f}.neurons", "ffn", n, slices, unit_params(model, slices, n), 4 * d * enc_rate)
         return groups
 
     # --- gating -----------------------------------------------------------------------
@@ -172,16 +172,6 @@ class Wav2Vec2Family(Family):
         cls = getattr(transformers, desc["class"])
         cfg = cls.config_class.from_dict(desc["config"])
         return cls(cfg)
-
-
-def _params(model, slices, size) -> float:
-    tensors = dict(model.named_parameters())
-    total = 0
-    for sl in slices:
-        t = tensors.get(sl.param)
-        if t is not None:
-            total += t.numel() // size
-    return float(total)
 
 
 # --- WavLM attention (masked and compact share one forward) ---------------------------

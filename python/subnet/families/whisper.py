@@ -12,9 +12,8 @@ import transformers
 
 from ..units import Slice, UnitGroup
 from .attention import gate_heads
-from .base import (BiasOnly, Family, apply_slices, gate_activation, gate_input_channels,
+from .base import (unit_params, BiasOnly, Family, apply_slices, gate_activation, gate_input_channels,
                    replace_module, sync_metadata)
-from .wav2vec2 import _params
 
 CLASSES = ("WhisperEncoder", "WhisperModel", "WhisperForConditionalGeneration")
 
@@ -43,7 +42,7 @@ class WhisperFamily(Family):
             c = model.conv1.out_channels
             slices = [Slice(f"{pre}conv1.weight", 0), Slice(f"{pre}conv1.bias", 0), Slice(f"{pre}conv2.weight", 1)]
             flops = 2 * cfg.num_mel_bins * 3 + 2 * model.conv2.out_channels * 3 * enc_rate
-            groups[f"{pre}conv1"] = UnitGroup(f"{pre}conv1", "conv", c, slices, _params(root, slices, c),
+            groups[f"{pre}conv1"] = UnitGroup(f"{pre}conv1", "conv", c, slices, unit_params(root, slices, c),
                                         flops, min_keep=1)
         heads = cfg.encoder_attention_heads
         dh = d // heads
@@ -58,13 +57,13 @@ class WhisperFamily(Family):
                 slices.append(Slice(f"{a}.out_proj.weight", 1, dh))
                 flops = (2 * 4 * d * dh + 4 * t * dh) * enc_rate
                 groups[f"{a}.heads"] = UnitGroup(f"{a}.heads", "head", heads, slices,
-                                                 _params(root, slices, heads), flops)
+                                                 unit_params(root, slices, heads), flops)
             if "ffn" in kinds:
                 n = layer.fc1.out_features
                 slices = [Slice(f"{p}.fc1.weight", 0), Slice(f"{p}.fc1.bias", 0),
                           Slice(f"{p}.fc2.weight", 1)]
                 groups[f"{p}.ffn"] = UnitGroup(f"{p}.ffn", "ffn", n, slices,
-                                               _params(root, slices, n), 4 * d * enc_rate)
+                                               unit_params(root, slices, n), 4 * d * enc_rate)
         return groups
 
     def install_gates(self, mm):
