@@ -10,7 +10,7 @@ import torch
 import subnet
 from subnet.baselines import (add_baseline_parser, gate_importance, random_init, random_keep, reference_info,
                               top_keep)
-from subnet.extract import extract
+from subnet.extraction import extract
 from subnet.train import ExtractConfig
 from test_extract import tiny_whisper, tones  # noqa: F401  (module-scoped fixtures)
 
@@ -113,7 +113,7 @@ def test_helpers(tiny_whisper, reference):  # noqa: F811
 
 
 def test_gate_importance_is_the_gate_gradient(tiny_whisper):  # noqa: F811
-    from subnet.extract import prepare_backbone
+    from subnet.extraction import prepare_backbone
     from subnet.train import Batch, Extractor
 
     enc = prepare_backbone(subnet.load_backbone(str(tiny_whisper)), 1.0)

@@ -16,7 +16,7 @@ import torch
 import transformers
 
 import subnet
-from subnet.extract import extract
+from subnet.extraction import extract
 from subnet.pipeline import load_pipeline
 from subnet.train import ExtractConfig
 
@@ -155,3 +155,9 @@ def test_bad_input_is_reported_before_training(tones, tiny_whisper, tmp_path):
     with pytest.raises(Exception, match="missing.wav"):
         extract(str(tiny_whisper), manifest, tones / "valid", None, ExtractConfig(steps=2), tmp_path / "o",
                 max_seconds=1.0, progress=False)
+
+
+def test_public_api_names_survive_internal_imports():
+    import subnet.extraction  # noqa: F401  (what the CLI and sweep import)
+    import subnet.pipeline  # noqa: F401
+    assert callable(subnet.extract) and callable(subnet.load_pipeline)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from subnet.extract import extract
+from subnet.extraction import extract
 from subnet.train import ExtractConfig
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")

@@ -19,6 +19,19 @@ from .gates import MaskedModel
 from .losses import SparsityLoss, sparsity_loss
 from .units import KINDS, UnitGroup, count_kept_params
 
+
+def extract(*args, **kwargs):
+    """The whole loop: see `subnet.extraction.extract` (imported lazily: it pulls in the data layer)."""
+    from .extraction import extract as run
+    return run(*args, **kwargs)
+
+
+def load_pipeline(path):
+    """Front end + compact encoder + task head of an extraction artifact, as one callable on
+    waveforms: `logits, frames = subnet.load_pipeline(DIR)(waves, lengths)`."""
+    from .pipeline import load_pipeline as load_it
+    return load_it(path)
+
 __version__ = "0.1.0"
 
 
@@ -35,6 +48,6 @@ def attach_masks(backbone: nn.Module, kinds=("conv", "head", "ffn")) -> MaskedMo
     return MaskedModel(backbone, family, groups)
 
 
-__all__ = ["attach_masks", "compact", "save", "load", "save_masks", "load_masks", "load_backbone",
+__all__ = ["attach_masks", "extract", "load_pipeline", "compact", "save", "load", "save_masks", "load_masks", "load_backbone",
            "MaskedModel", "UnitGroup", "SparsityLoss", "sparsity_loss", "count_kept_params",
            "CompactionError", "ArtifactError", "family_of"]

@@ -130,13 +130,13 @@ class FullTrainer(Extractor):
 # --- the shared run ---------------------------------------------------------------------------
 def _setup(backbone: nn.Module, train, valid, test, cfg: ExtractConfig, out: Path, max_seconds,
            progress: bool, trainer=Extractor, **trainer_kw):
-    from .extract import setup_run
+    from .extraction import setup_run
     return setup_run(backbone, train, valid, test, cfg, out, max_seconds, progress, trainer=trainer, **trainer_kw)
 
 
 def _finish(run, out: Path, measure_latency: bool, **fields_) -> dict:
     """extract's finish (compact, verify, save, evaluate, measure) + what the baseline was."""
-    from .extract import finish
+    from .extraction import finish
     m = finish(run, out, measure_latency)
     m.update(fields_, seed=run.ex.cfg.seed, steps=run.ex.cfg.steps)
     (out / "metrics.json").write_text(json.dumps(m, indent=1))
@@ -145,7 +145,7 @@ def _finish(run, out: Path, measure_latency: bool, **fields_) -> dict:
 
 def _prepared(backbone, max_seconds):
     from . import load_backbone
-    from .extract import prepare_backbone
+    from .extraction import prepare_backbone
     return prepare_backbone(load_backbone(backbone), max_seconds)
 
 
@@ -165,7 +165,7 @@ def _check_base(backbone: nn.Module, info, artifact) -> None:
 def probe(backbone, train, valid, test=None, cfg: ExtractConfig | None = None, out="probe-out",
           max_seconds: float | None = 2.0, progress: bool = True, measure_latency: bool = True) -> dict:
     """The full frozen encoder + the same head, all gates on (the paper's reference)."""
-    from .extract import extract
+    from .extraction import extract
     out = Path(out)
     m = extract(backbone, train, valid, test, replace(cfg or ExtractConfig(), train_gates=False), out,
                 max_seconds=max_seconds, progress=progress, measure_latency=measure_latency)
@@ -241,7 +241,7 @@ def scratch(artifact, train, valid, test=None, cfg: ExtractConfig | None = None,
 
 # --- command line -----------------------------------------------------------------------------
 def _run_baseline(args) -> int:
-    from .extract import format_table
+    from .extraction import format_table
     from .options import config_from_args
     common = dict(out=args.out, max_seconds=args.max_seconds, progress=not args.quiet,
                   measure_latency=not args.no_latency)

@@ -40,7 +40,7 @@ def _extract(args) -> int:
     import torch
     import torch.distributed as dist
 
-    from .extract import extract, format_table
+    from .extraction import extract, format_table
     from .options import config_from_args
     from .train import ExtractConfig
 
@@ -65,7 +65,7 @@ def _evaluate(args) -> int:
 
     from .data import load_dataset
     from .data.vocab import LabelVocab
-    from .extract import eval_batches
+    from .extraction import eval_batches
     from .pipeline import load_pipeline
     from .train import score
 
@@ -123,7 +123,7 @@ def _demo(args) -> int:
     import json
 
     from .data.recipes import build_recipe
-    from .extract import extract, format_table
+    from .extraction import extract, format_table
     from .train import ExtractConfig
 
     root = Path(args.out)
@@ -146,7 +146,7 @@ def _demo(args) -> int:
     metrics = extract("whisper-tiny.en", f"{kws}@train", f"{kws}@valid", f"{kws}@test", cfg, out,
                       max_seconds=1.5, progress=True)
     print("[3/3] the compact model on real recorded English digits (Asterisk prompts, never seen in training)")
-    from .extract import eval_batches
+    from .extraction import eval_batches
     from .pipeline import load_pipeline
     from .train import score
     from .data import load_dataset

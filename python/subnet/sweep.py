@@ -25,7 +25,7 @@ def sweep(backbone, train, valid, test, ts, cfg: ExtractConfig | None = None, ou
     """Extract once per target in `ts` into out/t=<t>/; return the metrics (with "t", "method",
     "run") in the order of `ts`, and write out/sweep.md and out/sweep.png. Unless `rerun`, a
     finished setting is read back and an unfinished one resumes from its checkpoint."""
-    from .extract import extract
+    from .extraction import extract
     cfg = cfg or ExtractConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
