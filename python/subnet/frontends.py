@@ -5,8 +5,6 @@ Each front end knows its backbone's sample rate and input format, and maps clip 
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -95,11 +93,6 @@ def front_end_for(backbone: nn.Module) -> FrontEnd:
     if name == "WhisperEncoder":
         return WhisperLogMel.for_encoder(backbone)
     raise TypeError(f"no waveform front end for {name}")
-
-
-def whisper_seconds_for(clip_seconds: float) -> float:
-    """Encoder input length (s) for clips of `clip_seconds`: rounded up to 0.1 s."""
-    return max(0.1, math.ceil(clip_seconds * 10) / 10)
 
 
 def front_end_from(desc: dict, backbone: nn.Module) -> FrontEnd:

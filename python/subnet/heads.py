@@ -73,6 +73,3 @@ def make_head(task: str, width: int, n_states: int, n_out: int, layer="weighted"
         return CTCHead(width, n_states, n_out, layer)
     raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
 
-
-def head_config(head: nn.Module, task: str, width: int, n_states: int, n_out: int, layer) -> dict:
-    return {"task": task, "width": width, "n_states": n_states, "n_out": n_out, "layer": layer}
