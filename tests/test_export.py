@@ -10,7 +10,7 @@ import subnet
 from builders import build
 from subnet import export as ex
 from subnet.frontends import front_end_for
-from subnet.heads import head_config, make_head
+from subnet.heads import make_head
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -39,7 +39,7 @@ def artifacts(tmp_path_factory):
     torch.manual_seed(0)
     width, n_states = small.config.hidden_size, small.config.num_hidden_layers + 1
     head = make_head("classify", width, n_states, 5).eval()
-    extra = {"head": head_config(head, "classify", width, n_states, 5, "weighted"),
+    extra = {"head": {"task": "classify", "width": width, "n_states": n_states, "n_out": 5, "layer": "weighted"},
              "labels": list("abcde"), "front_end": front_end_for(small).describe()}
     path = subnet.save(small, root / "pipe", extra=extra)
     save_file(head.state_dict(), str(path / "head.safetensors"))
