@@ -11,7 +11,7 @@ import torch
 import transformers
 
 from ..units import Slice, UnitGroup
-from .base import BiasOnly, Family, apply_slices, gate_input_last_dim, replace_module, sync_metadata, unit_params
+from .base import reduce_to_bias, Family, apply_slices, gate_input_last_dim, sync_metadata, unit_params
 
 
 def head_slices(prefix: str, qkv: tuple[str, str, str], out: str, dh: int, bias: bool) -> list[Slice]:
@@ -70,8 +70,7 @@ class ASTFamily(Family):
         for name, mask in keep.items():
             if groups[name].kind == "head" and not mask.any():
                 path = name.rsplit(".", 1)[0]
-                o_proj = model.get_submodule(path).o_proj
-                replace_module(model, path, BiasOnly(o_proj.bias, o_proj.out_features))
+                reduce_to_bias(model, path, model.get_submodule(path).o_proj)
         return model
 
     def probe_inputs(self, model, generator):

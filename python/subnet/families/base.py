@@ -259,6 +259,11 @@ def zero_padded_from(ln: nn.LayerNorm, original_width: int) -> ZeroPaddedLayerNo
     return new
 
 
+def reduce_to_bias(model: nn.Module, path: str, out_linear: nn.Linear) -> None:
+    """Replace the attention block at `path`, whose heads are all gone, by its output bias."""
+    replace_module(model, path, BiasOnly(out_linear.bias, out_linear.out_features))
+
+
 class BiasOnly(nn.Module):
     """An attention block whose heads are all removed: its output is the output bias."""
 

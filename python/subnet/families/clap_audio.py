@@ -14,7 +14,7 @@ import transformers
 
 from ..units import Slice, UnitGroup
 from .ast import ffn_slices, head_slices
-from .base import BiasOnly, Family, apply_slices, gate_input_last_dim, replace_module, sync_metadata, unit_params
+from .base import reduce_to_bias, Family, apply_slices, gate_input_last_dim, sync_metadata, unit_params
 
 
 def _blocks(model):
@@ -73,8 +73,7 @@ class ClapAudioFamily(Family):
             att = model.get_submodule(path)
             kept = int(mask.sum())
             if kept == 0:
-                dense = att.output.dense
-                replace_module(model, path, BiasOnly(dense.bias, dense.out_features))
+                reduce_to_bias(model, path, att.output.dense)
             else:
                 att.self.num_attention_heads = kept
                 att.self.all_head_size = kept * att.self.attention_head_size

@@ -19,8 +19,8 @@ from torchaudio.models.wav2vec2.wavlm_attention import WavLMSelfAttention
 
 from ..units import Slice, UnitGroup
 from .ast import ffn_slices, head_slices
-from .base import (unit_params, BiasOnly, Family, ZeroPaddedLayerNorm, apply_slices, gate_input_last_dim,
-                   gate_output, override_forward, replace_module, sync_metadata)
+from .base import (reduce_to_bias, unit_params, Family, ZeroPaddedLayerNorm, apply_slices, gate_input_last_dim,
+                   gate_output, override_forward, sync_metadata)
 
 
 def _is_wavlm(model) -> bool:
@@ -149,8 +149,7 @@ class TorchaudioWav2Vec2Family(Family):
             if isinstance(att, WavLMSelfAttention):
                 layer.attention = PrunedWavLMSelfAttention(att, torch.nonzero(keep[name]).flatten())
             elif kept == 0:
-                replace_module(model, f"encoder.transformer.layers.{i}.attention",
-                               BiasOnly(att.out_proj.bias, att.out_proj.out_features))
+                reduce_to_bias(model, f"encoder.transformer.layers.{i}.attention", att.out_proj)
             else:
                 att.num_heads = kept
         return model

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..units import Slice, UnitGroup
 from .ast import ffn_slices, head_slices
-from .base import BiasOnly, gate_input_channels, gate_input_last_dim, replace_module, unit_params
+from .base import reduce_to_bias, BiasOnly, gate_input_channels, gate_input_last_dim, replace_module, unit_params
 from .wav2vec2 import Wav2Vec2Family
 
 
@@ -112,5 +112,5 @@ class Wav2Vec2ConformerFamily(Wav2Vec2Family):
                 if not mask.any():
                     replace_module(model, path, EmptyConvModule(mod.layer_norm, mod.pointwise_conv2.bias))
             elif kind == "head" and not mask.any():
-                replace_module(model, path, BiasOnly(mod.linear_out.bias, mod.linear_out.out_features))
+                reduce_to_bias(model, path, mod.linear_out)
         return model

@@ -19,8 +19,8 @@ from torch.nn import functional as F
 
 from ..units import Slice, UnitGroup
 from .attention import gate_heads
-from .base import (unit_params, BiasOnly, Family, apply_slices, gate_activation, gate_output,
-                   override_forward, replace_module, sync_metadata, zero_padded_from)
+from .base import (reduce_to_bias, unit_params, Family, apply_slices, gate_activation, gate_output,
+                   override_forward, sync_metadata, zero_padded_from)
 
 CLASSES = ("Wav2Vec2Model", "HubertModel", "WavLMModel", "Data2VecAudioModel")
 
@@ -149,8 +149,7 @@ class Wav2Vec2Family(Family):
                 layer.attention = PrunedWavLMAttention(att, torch.nonzero(keep[name]).flatten(),
                                                        model.config.num_attention_heads)
             elif kept == 0:
-                replace_module(model, f"encoder.layers.{i}.attention",
-                               BiasOnly(att.out_proj.bias, att.out_proj.out_features))
+                reduce_to_bias(model, f"encoder.layers.{i}.attention", att.out_proj)
             else:
                 att.num_heads = kept
         return model

@@ -12,8 +12,8 @@ import transformers
 
 from ..units import Slice, UnitGroup
 from .attention import gate_heads
-from .base import (unit_params, BiasOnly, Family, apply_slices, gate_activation, gate_input_channels,
-                   replace_module, sync_metadata)
+from .base import (reduce_to_bias, unit_params, Family, apply_slices, gate_activation, gate_input_channels,
+                   sync_metadata)
 
 CLASSES = ("WhisperEncoder", "WhisperModel", "WhisperForConditionalGeneration")
 
@@ -90,9 +90,7 @@ class WhisperFamily(Family):
                 continue
             kept = int(keep[name].sum())
             if kept == 0:
-                att = layer.self_attn
-                replace_module(model, f"{pre}layers.{i}.self_attn",
-                               BiasOnly(att.out_proj.bias, att.out_proj.out_features))
+                reduce_to_bias(model, f"{pre}layers.{i}.self_attn", layer.self_attn.out_proj)
             else:
                 layer.self_attn.num_heads = kept
         return model
