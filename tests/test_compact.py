@@ -89,7 +89,33 @@ def check_compact(kind, model, keep):
     assert err <= TOL * ref.abs().max().item(), err
     n_small = sum(p.numel() for p in small.parameters())
     assert n_small == subnet.count_kept_params(mm.backbone, mm.groups, keep)
+    if kind != "whisper-full":  # (its masked output is read from inside the full model)
+        check_skip_frozen(mm, lambda m: run(kind, m, inputs), ref)
     return mm, small
+
+
+def check_skip_frozen(mm, output, ref):
+    """With the removed units frozen, the forward pass runs a shrunk copy (frozen units are
+    not computed): the same output as the masked model and the same gate gradients."""
+    mm.freeze_dead()
+    frozen = sum(int(getattr(mm, f"frozen_{i}").sum()) for i in range(len(mm.logits)))
+    grads, weight = {}, torch.randn(ref.shape, generator=torch.Generator().manual_seed(11))
+    for skip in (False, True):
+        mm.skip_frozen = skip
+        mm.zero_grad(set_to_none=True)
+        out = output(mm)
+        if skip:
+            assert (out - ref).abs().max().item() <= TOL * ref.abs().max().item()
+            runs = mm.runner()
+            skips = frozen > 0 and mm.family.can_skip_frozen(mm.backbone)
+            assert (runs is not mm.backbone) == skips
+            if skips:
+                assert sum(p.numel() for p in runs.parameters()) < sum(p.numel() for p in mm.backbone.parameters())
+        (out.float() * weight).sum().backward()
+        grads[skip] = torch.cat([torch.zeros_like(p) if p.grad is None else p.grad for p in mm.logits])
+    scale = grads[False].abs().max().item()
+    assert (grads[True] - grads[False]).abs().max().item() <= 1e-3 * scale + 1e-12
+    mm.zero_grad(set_to_none=True)
 
 
 def test_every_edge_case(small_kind):

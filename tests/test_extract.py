@@ -99,11 +99,13 @@ def _cli_extract(tiny_whisper, tones, out, *extra, steps=40):
             "--no-latency", "--quiet", "--out", str(out), *extra]
 
 
-def test_resume_after_sigkill_matches_uninterrupted_run(tones, tiny_whisper, tmp_path):
+@pytest.mark.parametrize("extra", [(), ("--freeze-dead", "3", "-t", "0.3", "--lambda", "4")])
+def test_resume_after_sigkill_matches_uninterrupted_run(tones, tiny_whisper, tmp_path, extra):
     ref = tmp_path / "ref"
-    subprocess.run(_cli_extract(tiny_whisper, tones, ref), check=True, env=ENV, timeout=600, capture_output=True)
+    subprocess.run(_cli_extract(tiny_whisper, tones, ref, *extra), check=True, env=ENV, timeout=600,
+                   capture_output=True)
     run = tmp_path / "run"
-    proc = subprocess.Popen(_cli_extract(tiny_whisper, tones, run), env=ENV, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_cli_extract(tiny_whisper, tones, run, *extra), env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline:  # kill it mid-way, once a few checkpoints exist
@@ -115,13 +117,15 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tones, tiny_whisper, tmp
     proc.wait()
     done = len((run / "log.jsonl").read_text().splitlines())
     assert done < 40, "the run finished before it could be killed"
-    subprocess.run(_cli_extract(tiny_whisper, tones, run, "--resume"), check=True, env=ENV, timeout=600,
+    subprocess.run(_cli_extract(tiny_whisper, tones, run, "--resume", *extra), check=True, env=ENV, timeout=600,
                    capture_output=True)
     a = torch.load(ref / "checkpoint.pt", weights_only=True)
     b = torch.load(run / "checkpoint.pt", weights_only=True)
     assert a["step"] == b["step"] == 40
-    for x, y in zip(a["logits"], b["logits"]):
+    for x, y in zip(a["logits"] + a["frozen"] + a["dead_steps"], b["logits"] + b["frozen"] + b["dead_steps"]):
         assert torch.equal(x, y)
+    if extra:  # units were frozen mid-run, before the kill
+        assert sum(int(f.sum()) for f in a["frozen"]) > 0
     for k in a["head"]:
         assert torch.equal(a["head"][k], b["head"][k]), k
 
@@ -161,3 +165,26 @@ def test_public_api_names_survive_internal_imports():
     import subnet.extraction  # noqa: F401  (what the CLI and sweep import)
     import subnet.pipeline  # noqa: F401
     assert callable(subnet.extract) and callable(subnet.load_pipeline)
+
+
+def test_freeze_dead_stops_computing_dead_units(tones, tiny_whisper, tmp_path):
+    from subnet.extraction import prepare_backbone, setup_run
+    from subnet.train import run_loop
+    runs = {}
+    for k in (0, 4, 1000):  # 1000 > steps: never freezes, so the same run as without
+        cfg = ExtractConfig(steps=40, batch_size=6, eval_every=20, loss="budget", t=0.3, lam=4.0, warmup=0.0,
+                            freeze_dead=k)
+        bb = prepare_backbone(subnet.load_backbone(str(tiny_whisper)), 1.0)
+        run = setup_run(bb, tones / "train", tones / "valid", None, cfg, tmp_path / str(k), 1.0, progress=False)
+        run_loop(run.ex, run.steps, run.valid, run.log, progress=False)
+        runs[k] = run.ex
+    assert all(torch.equal(a, b) for a, b in zip(runs[0].masked.logits, runs[1000].masked.logits))
+    mm = runs[4].masked
+    frozen = [getattr(mm, f"frozen_{i}") for i in range(len(mm.logits))]
+    assert sum(int(f.sum()) for f in frozen) > 0
+    keep = mm.keep()
+    assert all(not keep[n][f].any() for n, f in zip(mm.groups, frozen))  # frozen units are removed units
+    live = mm.runner()  # the forward pass runs a copy without the frozen units
+    assert sum(p.numel() for p in live.parameters()) < sum(p.numel() for p in mm.backbone.parameters())
+    small = subnet.compact(mm)  # compaction (verified against the masked model) is unaffected
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in live.parameters()) + 1

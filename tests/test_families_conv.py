@@ -14,15 +14,18 @@ from torch.nn import functional as F
 import subnet
 from subnet.families.conv_graph import ConvAnalysisError
 from subnet.families.conv_stack import ConvStackFamily, _flat
-from test_compact import TOL, edge_cases, random_keep
+from test_compact import TOL, check_skip_frozen, edge_cases, random_keep
 
 
 # --------------------------------------------------------------------------- the shared battery
+def _output(out) -> torch.Tensor:
+    return out.last_hidden_state if hasattr(out, "last_hidden_state") else _flat(out)
+
+
 def _run(model, x):
     """Output of `model` on `x` (a tensor, or a dict of keyword inputs) as one tensor."""
     with torch.no_grad():
-        out = model(**x) if isinstance(x, dict) else model(x)
-    return out.last_hidden_state if hasattr(out, "last_hidden_state") else _flat(out)
+        return _output(model(**x) if isinstance(x, dict) else model(x))
 
 
 ALL_KINDS = ("conv", "head", "ffn", "dwconv")
@@ -40,6 +43,7 @@ def check_keep(model, x, keep, kinds=ALL_KINDS):
     assert err <= TOL * ref.abs().max().item(), err
     n_small = sum(p.numel() for p in small.parameters())
     assert n_small == subnet.count_kept_params(mm.backbone, mm.groups, keep)
+    check_skip_frozen(mm, lambda m: _output(m(**x) if isinstance(x, dict) else m(x)), ref)
     mm.detach_backbone()
     return small
 

@@ -61,7 +61,7 @@ def test_report_cli_and_figures(runs, tmp_path):
     assert args.func(args) == 0
     md = (out / "report.md").read_text()
     assert md.count("\n## ") == 4  # two tasks, the cross-task heat map, the machine
-    assert "within 1 point of the probe" in md and "| random |" in md and "(2)" in md  # two seeds
+    assert "within 1 point of the probe" in md and "| random |" in md and "/2 seeds |" in md  # two seeds, paired
     assert "| scratch |" in md  # extraction against scratch at the same size
     figures = sorted(f.name for f in out.glob("*.png"))
     assert len(figures) == 7, figures  # metric_vs_kept, costs, pareto + kept units x2 tasks, by task

@@ -2,7 +2,8 @@
 
 - `probe`: the full frozen encoder + the same head, no gates (a linear probe).
 - `scratch`: the compact architecture of a reference artifact, randomly initialised, every
-  weight trained (same number of steps by default, `--steps-factor` for a longer budget).
+  weight trained (same number of steps by default, `--steps-factor` for a longer budget);
+  it trains the small model itself, so a step costs what the compact model costs.
 - `random`: random units with the reference's per-group counts; frozen encoder, head trained.
 - `importance`: one-shot pruning to the reference's per-group counts by the first-order
   (gradient x activation) importance |sum dL/dg| at all gates on; head trained.
@@ -22,6 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .compact import compact
+from .gates import MaskedModel
 from .train import ExtractConfig, Extractor, run_loop, task_loss
 
 METHODS = ("probe", "scratch", "random", "importance")
@@ -108,15 +111,19 @@ def random_init(model: nn.Module, seed: int) -> nn.Module:
 
 
 class FullTrainer(Extractor):
-    """An Extractor that also trains the encoder's weights (gates fixed) and checkpoints them:
-    gated-off units get zero gradient, so this trains exactly the compact architecture."""
+    """An Extractor that trains the encoder's weights too (no gates: the encoder given is
+    already the architecture to train) and checkpoints them."""
 
     def __init__(self, backbone: nn.Module, *args, lr_encoder: float = 5e-4, **kw):
         trainable = [p for p in backbone.parameters() if p.requires_grad]
-        super().__init__(backbone, *args, **kw)  # attach_masks freezes the backbone
+        super().__init__(backbone, *args, **kw)  # the MaskedModel freezes the backbone
         for p in trainable:
             p.requires_grad_(True)
         self.opt.add_param_group({"params": trainable, "lr": lr_encoder})
+
+    def _attach(self, backbone: nn.Module) -> MaskedModel:
+        from .families import family_of
+        return MaskedModel(backbone, family_of(backbone), {})  # no gates, nothing to prune
 
     def checkpoint(self) -> dict:
         return {**super().checkpoint(),
@@ -134,10 +141,10 @@ def _setup(backbone: nn.Module, train, valid, test, cfg: ExtractConfig, out: Pat
     return setup_run(backbone, train, valid, test, cfg, out, max_seconds, progress, trainer=trainer, **trainer_kw)
 
 
-def _finish(run, out: Path, measure_latency: bool, **fields_) -> dict:
+def _finish(run, out: Path, measure_latency: bool, small=None, full=None, **fields_) -> dict:
     """extract's finish (compact, verify, save, evaluate, measure) + what the baseline was."""
     from .extraction import finish
-    m = finish(run, out, measure_latency)
+    m = finish(run, out, measure_latency, small=small, full=full)
     m.update(fields_, seed=run.ex.cfg.seed, steps=run.ex.cfg.steps)
     (out / "metrics.json").write_text(json.dumps(m, indent=1))
     return m
@@ -219,24 +226,30 @@ def scratch(artifact, train, valid, test=None, cfg: ExtractConfig | None = None,
             max_seconds: float | None = 2.0, progress: bool = True, measure_latency: bool = True,
             steps_factor: float = 1.0, lr_encoder: float = 5e-4) -> dict:
     """The artifact's compact architecture, randomly initialised, all weights + head trained for
-    `steps_factor` x the reference's steps. Built as the full architecture with the artifact's
-    gates fixed, so the saved model is exactly that architecture (and the report's heat map and
-    kept fraction are comparable); the removed units never receive a gradient."""
+    `steps_factor` x the reference's steps. The full architecture is built, cut to the
+    artifact's units and re-initialised at its new sizes, so each step costs what the compact
+    model costs; the saved artifact describes it like any extraction's (same kept units)."""
+    from . import attach_masks
     from .families import family_named
     info = reference_info(artifact)
     base_cfg = _fixed(cfg or reference_config(artifact), info)
     cfg = replace(base_cfg, steps=max(1, int(round(base_cfg.steps * steps_factor))))
     torch.manual_seed(cfg.seed)
-    model = random_init(family_named(info.family).build(info.base).eval(), cfg.seed)
-    model = _prepared(model, max_seconds)
-    run = _setup(model, train, valid, test, cfg, Path(out), max_seconds, progress, trainer=FullTrainer,
+    full = _prepared(random_init(family_named(info.family).build(info.base).eval(), cfg.seed), max_seconds)
+    trains = {n for n, p in full.named_parameters() if p.requires_grad}  # not e.g. sinusoidal positions
+    mm = attach_masks(full, kinds=tuple(sorted(set(info.kinds.values()))))
+    small = compact(mm, info.keep_masks())
+    full = mm.detach_backbone()
+    for n, p in small.named_parameters():
+        p.requires_grad_(n in trains)
+    random_init(small, cfg.seed)  # initialised for its own (smaller) fan-in, as a small model would be
+    run = _setup(small, train, valid, test, cfg, Path(out), max_seconds, progress, trainer=FullTrainer,
                  lr_encoder=lr_encoder)
-    run.ex.masked.set_keep(info.keep_masks())
     run_loop(run.ex, run.steps, run.valid, run.log, progress)
     method = "scratch" if steps_factor == 1 else f"scratch-{steps_factor:g}x"  # a longer budget is its own series
-    return _finish(run, Path(out), measure_latency, method=method, reference=str(artifact),
-                   backbone=f"{info.family} (random init)", train_set=str(train), steps_factor=steps_factor,
-                   lr_encoder=lr_encoder)
+    return _finish(run, Path(out), measure_latency, small=small, full=full, method=method,
+                   reference=str(artifact), backbone=f"{info.family} (random init)", train_set=str(train),
+                   steps_factor=steps_factor, lr_encoder=lr_encoder)
 
 
 # --- command line -----------------------------------------------------------------------------

@@ -61,28 +61,9 @@ def _extract(args) -> int:
 def _evaluate(args) -> int:
     import json
 
-    import torch
+    from .extraction import evaluate_artifact
 
-    from .data import load_dataset
-    from .data.vocab import LabelVocab
-    from .extraction import eval_batches
-    from .pipeline import load_pipeline
-    from .train import score
-
-    pipe = load_pipeline(args.artifact)
-    task = pipe.task
-    chars = pipe.labels if task == "ctc" else None
-    vocab = None if task == "ctc" else LabelVocab(pipe.labels)
-    ds = load_dataset(args.data, sample_rate=pipe.front_end.sample_rate, vocab=vocab,
-                      max_seconds=args.max_seconds, skip_bad=args.skip_bad)
-    outs, targets, frames = [], [], []
-    with torch.no_grad():
-        for b in eval_batches(ds, args.batch_size, task, chars):
-            logits, fr = pipe(b.waves, b.lengths)
-            outs.append(logits), targets.append(b.targets), frames.append(fr)
-    result = score(task, outs, targets, frames, pipe.labels)
-    result = {"metric": result["metric"], "value": result["value"], "clips": result["n"],
-              "skipped": ds.summary.as_dict()}
+    result = evaluate_artifact(args.artifact, args.data, args.max_seconds, args.batch_size, args.skip_bad)
     print(f"{result['metric']}: {result['value']:.4f} on {result['clips']} clips of {args.data}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))

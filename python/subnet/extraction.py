@@ -67,6 +67,31 @@ def eval_batches(ds: AudioDataset, batch_size: int, task: str, chars=None):
             yield to_batch(raw, task, chars)
 
 
+def evaluate_artifact(artifact, data, max_seconds: float | None = None, batch_size: int = 16,
+                      skip_bad: bool = False) -> dict:
+    """Task metric of a saved artifact (compact encoder + head) on `data` (a folder tree or
+    manifest[@split]): {"metric", "value", "clips", "skipped"}."""
+    from .data import load_dataset
+    from .data.vocab import LabelVocab
+    from .pipeline import load_pipeline
+    from .train import score
+    pipe = load_pipeline(artifact)
+    task = pipe.task
+    chars = pipe.labels if task == "ctc" else None
+    vocab = None if task == "ctc" else LabelVocab(pipe.labels)
+    source, split = str(data).rsplit("@", 1) if "@" in str(data) else (str(data), None)
+    ds = load_dataset(source, split=split, sample_rate=pipe.front_end.sample_rate, vocab=vocab,
+                      max_seconds=max_seconds, skip_bad=skip_bad, progress=False)
+    outs, targets, frames = [], [], []
+    with torch.no_grad():
+        for b in eval_batches(ds, batch_size, task, chars):
+            logits, fr = pipe(b.waves, b.lengths)
+            outs.append(logits), targets.append(b.targets), frames.append(fr)
+    result = score(task, outs, targets, frames, pipe.labels)
+    return {"metric": result["metric"], "value": result["value"], "clips": result["n"],
+            "skipped": ds.summary.as_dict()}
+
+
 def prepare_backbone(backbone: nn.Module, max_seconds: float | None) -> nn.Module:
     """Whisper's encoder insists on 30 s inputs; for short clips slice its positional table
     to `max_seconds` (DESIGN section 8: a fraction of the cost of padding to 30 s)."""
@@ -150,8 +175,12 @@ def _dataset(source, rate, vocab, max_seconds, train, seed, skip_bad, progress):
                                     train=train, seed=seed, skip_bad=skip_bad, progress=progress)
 
 
-def finish(run: Run, out: Path, measure_latency: bool = True) -> dict:
-    """Restore the best gates + head, compact, verify, save, evaluate and write metrics.json."""
+def finish(run: Run, out: Path, measure_latency: bool = True, small: nn.Module | None = None,
+           full: nn.Module | None = None) -> dict:
+    """Restore the best gates + head, compact, verify, save, evaluate and write metrics.json.
+
+    `small` / `full`: a model that already is compact (it carries `subnet_info`; e.g. a compact
+    architecture trained from scratch) and the full-size model its costs are compared with."""
     ex, valid_ds, test_ds, chars, t0, train_ds = run.ex, run.valid_ds, run.test_ds, run.chars, run.t0, run.train_ds
     cfg = ex.cfg
     best = torch.load(out / "best.pt", weights_only=True)
@@ -159,7 +188,7 @@ def finish(run: Run, out: Path, measure_latency: bool = True) -> dict:
     masked = ex.masked
     if cfg.align > 1:  # the masked model is evaluated with the aligned decision too
         masked.set_keep(aligned_keep(masked, cfg.align))
-    small = compact(masked)
+    small = small if small is not None else compact(masked)
     fe, head = ex.front_end, ex.head
     eval_set = test_ds or valid_ds
     batches = list(eval_batches(eval_set, cfg.batch_size, cfg.task, chars))
@@ -171,18 +200,19 @@ def finish(run: Run, out: Path, measure_latency: bool = True) -> dict:
     save(small, out, extra=extra)
     save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(out / "head.safetensors"))
     with masked.gates_removed() as base:
+        base = full if full is not None else base
         n_base = sum(p.numel() for p in base.parameters())
         probe_len = int(max(train_ds.lengths()))
         inputs = fe.inputs(torch.randn(1, probe_len), torch.tensor([probe_len]))
         flops_base, flops_small = count_flops(base, inputs), count_flops(small, inputs)
         latency = interleaved_latency({"full": base, "compact": small}, inputs) if measure_latency else None
     n_small = sum(p.numel() for p in small.parameters())
-    keep = masked.keep()
+    info = small.subnet_info
     kinds = {}
-    for name, g in masked.groups.items():
-        k = kinds.setdefault(g.kind, [0, 0])
-        k[0] += int(keep[name].sum())
-        k[1] += g.size
+    for name, kind in info.kinds.items():
+        k = kinds.setdefault(kind, [0, 0])
+        k[0] += len(info.keep[name])
+        k[1] += info.sizes[name]
     metrics = {
         "task": cfg.task, "metric": m_masked["metric"], "eval_set": eval_set.name, "eval_clips": m_masked["n"],
         "masked": m_masked["value"], "compact": m_compact["value"],

@@ -3,11 +3,15 @@
 Forward: g = round(sigmoid(m)). Backward: dg/dm = sigmoid'(m). The gated tensor is
 always computed in full and multiplied by g, so dL/dg = sum(dL/dy * ungated output) is
 available for dead units too and a unit can come back to life, unless its gate is frozen
-(`MaskedModel.freeze_dead`), in which case the gate is a constant 0.
+(`MaskedModel.freeze_dead` / `update_dead`), in which case the gate is a constant 0 and the
+unit is not computed at all: the forward pass runs a copy of the backbone shrunk to the
+units that are not frozen (rebuilt when the frozen set grows), with the same gates on them.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -41,8 +45,11 @@ class MaskedModel(nn.Module):
         )
         for i, g in enumerate(groups.values()):
             self.register_buffer(f"frozen_{i}", torch.zeros(g.size, dtype=torch.bool))
+            self.register_buffer(f"dead_steps_{i}", torch.zeros(g.size, dtype=torch.long))
         self._gates: dict[str, torch.Tensor] | None = None
         self._uninstall = []
+        self.skip_frozen = True  # frozen units are not computed (see `runner`)
+        self._live = None  # (frozen signature, shrunk backbone) while some units are frozen
         backbone.requires_grad_(False)
         self._install()
 
@@ -55,12 +62,11 @@ class MaskedModel(nn.Module):
         values = {}
         for i, name in enumerate(self._names):
             g = straight_through(self.logits[i])
-            frozen = getattr(self, f"frozen_{i}")
-            g = torch.where(frozen, torch.zeros_like(g), g)
             forced = self._forced(i)
             if forced is not None:  # value 1, gradient unchanged
                 g = g + ((1 - g) * forced).detach()
-            values[name] = g
+            frozen = getattr(self, f"frozen_{i}")  # frozen wins: a frozen unit is never computed
+            values[name] = torch.where(frozen, torch.zeros_like(g), g)
         return values
 
     def _forced(self, i: int) -> torch.Tensor | None:
@@ -90,7 +96,36 @@ class MaskedModel(nn.Module):
 
     def forward(self, *args, **kwargs):
         with self.active():
-            return self.backbone(*args, **kwargs)
+            return self.runner()(*args, **kwargs)
+
+    # --- skipping frozen units -------------------------------------------------------
+    def runner(self) -> nn.Module:
+        """The module the forward pass runs: the backbone, or while units are frozen (and
+        `skip_frozen`) a copy shrunk to the units that are not, gated by the same logits."""
+        frozen = [getattr(self, f"frozen_{i}") for i in range(len(self._names))]
+        if not (self.skip_frozen and any(bool(f.any()) for f in frozen)
+                and self.family.can_skip_frozen(self.backbone)):
+            self._live = None
+            return self.backbone
+        signature = b"".join(f.cpu().numpy().tobytes() for f in frozen)
+        if self._live is None or self._live[0] != signature:
+            self._live = None  # free the old copy before building the new one
+            self._live = (signature, self._shrunk_copy({n: ~f.cpu() for n, f in zip(self._names, frozen)}))
+        live = self._live[1]
+        live.train(self.backbone.training)
+        return live
+
+    def _shrunk_copy(self, alive: dict[str, torch.Tensor]) -> nn.Module:
+        with self.gates_removed() as base:
+            live = copy.deepcopy(base)
+        live = self.family.shrink(live, self.groups, alive)
+        live.requires_grad_(False)
+        device = self.logits[0].device if len(self.logits) else torch.device("cpu")
+        view = _LiveView(self, live, {n: replace(g, size=int(alive[n].sum()), min_keep=0)
+                                      for n, g in self.groups.items() if alive[n].any()},
+                         {n: torch.nonzero(a).flatten().to(device) for n, a in alive.items()})
+        self.family.install_gates(view)  # the copy is dropped whole, so its hooks need no undo
+        return live
 
     # --- keep masks ----------------------------------------------------------------
     def keep(self) -> dict[str, torch.Tensor]:
@@ -115,16 +150,34 @@ class MaskedModel(nn.Module):
             mask = self.groups[name].check_keep(mask).to(self.logits[i].device)
             self.logits[i].copy_(torch.where(mask, GATE_INIT, -GATE_INIT))
             getattr(self, f"frozen_{i}").zero_()
+            getattr(self, f"dead_steps_{i}").zero_()
 
     @torch.no_grad()
     def freeze_dead(self) -> int:
-        """Freeze every unit whose gate is 0 now: it stays 0 and gets no gradient.
+        """Freeze every unit whose gate is 0 now: it stays 0, gets no gradient and is no
+        longer computed. Returns the number of frozen units."""
+        return self.update_dead(after=1)
 
-        Returns the number of frozen units."""
+    @torch.no_grad()
+    def update_dead(self, after: int) -> int:
+        """Count one more step of every unit whose gate is 0 (a live gate resets its count) and
+        freeze the units dead for `after` consecutive counts; a group keeps its `min_keep` best
+        units unfrozen. Returns the number of frozen units."""
         total = 0
-        for i in range(len(self._names)):
-            frozen = getattr(self, f"frozen_{i}")
-            frozen |= self.logits[i] <= 0
+        for i, name in enumerate(self._names):
+            m, frozen, dead = self.logits[i], getattr(self, f"frozen_{i}"), getattr(self, f"dead_steps_{i}")
+            dead.copy_(torch.where(m <= 0, dead + 1, torch.zeros_like(dead)))
+            new = (dead >= after) & ~frozen
+            k = self.groups[name].min_keep
+            if k and new.any():  # never freeze a group below its minimum
+                spare = int((~frozen).sum()) - k
+                if spare <= 0:
+                    new.zero_()
+                elif int(new.sum()) > spare:
+                    order = torch.argsort(torch.where(new, m, torch.full_like(m, float("inf"))))
+                    new = torch.zeros_like(new)
+                    new[order[:spare]] = True
+            frozen |= new
             total += int(frozen.sum())
         return total
 
@@ -160,3 +213,15 @@ class MaskedModel(nn.Module):
         """Remove the gates for good and return the (unchanged) backbone."""
         self._remove()
         return self.backbone
+
+
+class _LiveView:
+    """What a family's `install_gates` sees when gating a shrunk copy: the copy as backbone,
+    groups sized to its units, and each group's gate restricted to those units."""
+
+    def __init__(self, mm: MaskedModel, backbone: nn.Module, groups: dict, alive: dict[str, torch.Tensor]):
+        self.backbone, self.groups, self.family = backbone, groups, mm.family
+        self._mm, self._alive = mm, alive
+
+    def gate(self, name: str) -> torch.Tensor:
+        return self._mm.gate(name).index_select(0, self._alive[name])

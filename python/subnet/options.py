@@ -25,6 +25,8 @@ _OPTIONS = {  # field: (flag, type, help)
     "align": ("--align", int, "round the kept conv/FFN units of each group to a multiple of N at "
               "compaction, best gate logits first"),
     "seed": ("--seed", int, "random seed (data order, head init, baseline choices)"),
+    "freeze_dead": ("--freeze-dead", int, "freeze a unit whose gate stayed 0 for K steps: it stops being "
+                    "computed (faster steps; 0 = never)"),
 }
 _CHOICES = {"task": ["classify", "tag", "ctc"], "loss": ["seed", "mean", "budget"], "cost": ["params", "flops"]}
 
@@ -39,7 +41,7 @@ def add_data_options(p: argparse.ArgumentParser, backbone_required: bool = True)
     p.add_argument("--max-seconds", type=float, default=2.0, help="crop clips to this length in seconds (default: 2.0)")
 
 
-_GATE_OPTIONS = {"kinds", "loss", "lam", "cost", "lr_gates", "warmup"}
+_GATE_OPTIONS = {"kinds", "loss", "lam", "cost", "lr_gates", "warmup", "freeze_dead"}
 
 
 def add_config_options(p: argparse.ArgumentParser, defaults: ExtractConfig | None = None,
@@ -60,6 +62,10 @@ def add_config_options(p: argparse.ArgumentParser, defaults: ExtractConfig | Non
     if gates:
         p.add_argument("--coupled", action="store_true", default=None,
                        help="put lambda * L_s through Adam with the task loss (the paper's recipe)")
+    if not gates:
+        p.add_argument("--no-encoder-cache", dest="cache_encoder", action="store_false", default=None,
+                       help="recompute the frozen encoder every step instead of once per clip (same "
+                            "results, slower; for timing comparisons)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -67,7 +73,7 @@ def add_config_options(p: argparse.ArgumentParser, defaults: ExtractConfig | Non
 def config_from_args(args, base: ExtractConfig | None = None) -> ExtractConfig:
     """`base` with every flag the user gave applied on top."""
     base = base or ExtractConfig()
-    names = set(_OPTIONS) | {"coupled"}  # not t (a sweep's list) nor train_gates (the method's)
+    names = set(_OPTIONS) | {"coupled", "cache_encoder"}  # not t (a sweep's list) nor train_gates (the method's)
     given = {f.name: getattr(args, f.name) for f in fields(ExtractConfig)
              if f.name in names and getattr(args, f.name, None) is not None}
     if "kinds" in given:

@@ -18,12 +18,22 @@ class Pipeline(nn.Module):
         super().__init__()
         self.encoder, self.head, self.task = encoder, head, task
         self.front_end, self.labels = front_end, labels
+        self.cache = None  # an EncoderCache, consulted only while nothing in the encoder trains
+
+    def encode(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The encoder's hidden states (every layer) for a batch of waveforms."""
+        return self.encoder(**self.front_end.inputs(waves, lengths), output_hidden_states=True).hidden_states
+
+    def _encoder_trains(self) -> bool:
+        return any(p.requires_grad for p in self.encoder.parameters())
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor | None = None):
         if lengths is None:
             lengths = torch.full((waves.shape[0],), waves.shape[1], dtype=torch.long)
-        out = self.encoder(**self.front_end.inputs(waves, lengths), output_hidden_states=True)
-        states = out.hidden_states
+        if self.cache is not None and not self._encoder_trains():
+            states = self.cache.states(self.encode, waves, lengths)
+        else:
+            states = self.encode(waves, lengths)
         frames = self.front_end.frames(lengths, states[-1].shape[1])
         return self.head(states, frames), frames
 

@@ -171,11 +171,28 @@ def plot_pareto(runs, path) -> dict:
     return series
 
 
+def _resolved(path) -> str:
+    return str(Path(path).resolve())
+
+
+def setting_of(m: dict, runs) -> object:
+    """What groups a run with its other seeds: an extraction's target t; a baseline's reference
+    extraction's t (each seed of a baseline references the extraction of that seed); else the
+    reference or the run itself."""
+    if "t" in m:
+        return m["t"]
+    ref = m.get("reference")
+    if ref:
+        ext = next((e for e in runs if e["method"] == "extract" and _resolved(e["run"]) == _resolved(ref)), None)
+        return ext["t"] if ext and "t" in ext else ref
+    return "probe" if m["method"] == "probe" else m["run"]
+
+
 def _aggregate(runs):
-    """Group seeds of one setting: (method, t or reference) -> mean kept %, mean/std metric, n."""
+    """Group seeds of one setting: (method, setting) -> mean kept %, mean/std metric, n."""
     groups: dict[tuple, list[dict]] = {}
     for m in runs:
-        groups.setdefault((m["method"], m.get("t", m.get("reference", m["run"]))), []).append(m)
+        groups.setdefault((m["method"], str(setting_of(m, runs))), []).append(m)
     out: dict[str, list[tuple]] = {}
     for (method, _), ms in groups.items():
         ys = [m["compact"] for m in ms]
@@ -337,17 +354,19 @@ def _slug(task: str) -> str:
 
 
 def heatmap_runs(runs) -> list[dict]:
-    """The runs worth a heat-map column: every extraction, and the first seed of the random and
-    importance baselines of the middle extraction (scratch keeps its reference's units, the probe
-    keeps everything; more columns would not fit a page)."""
-    mid = _middle_extraction(runs)
-    ref = str(Path(mid["run"]).resolve()) if mid else None
+    """The runs worth a heat-map column: every extraction of the lowest seed, and the first seed
+    of the random and importance baselines of the middle extraction (scratch keeps its
+    reference's units, the probe keeps everything; more columns would not fit a page)."""
+    seeds = [m.get("seed") or 0 for m in runs if m["method"] == "extract"]
+    first = min(seeds) if seeds else 0
+    mid = _middle_extraction([m for m in runs if (m.get("seed") or 0) == first])
+    ref = _resolved(mid["run"]) if mid else None
     out, seen = [], set()
     for m in sorted(runs, key=lambda m: m.get("seed") or 0):
-        if m["method"] == "extract":
+        if m["method"] == "extract" and (m.get("seed") or 0) == first:
             out.append(m)
         elif (m["method"] in ("random", "importance") and m["method"] not in seen and m.get("reference")
-              and str(Path(m["reference"]).resolve()) == ref):
+              and _resolved(m["reference"]) == ref):
             out.append(m)
             seen.add(m["method"])
     return sorted(out, key=runs.index)
@@ -362,58 +381,129 @@ def _middle_extraction(runs):
     return next(m for m in ext if m["params"]["kept_fraction"] == mid)
 
 
+def _extra_names(runs) -> list[str]:
+    names = []
+    for m in runs:
+        names += [n for n in (m.get("extra") or {}) if n not in names]
+    return names
+
+
 def runs_table(runs) -> str:
-    rows = ["| run | method | seed | " + runs[0]["metric"] + " | kept params | GFLOPs / clip | latency (ms) | "
-            "speedup | file (MB) |", "|---|---|---|---|---|---|---|---|---|"]
+    extra = _extra_names(runs)
+    rows = ["| run | method | seed | " + runs[0]["metric"] + "".join(f" | {n}" for n in extra) +
+            " | kept params | GFLOPs / clip | latency (ms) | speedup | file (MB) |",
+            "|---|---|---|---|" + "---|" * len(extra) + "---|---|---|---|---|"]
     for m in runs:
         lat = m.get("latency_batch1")
         ms = f"{_latency_ms(m):.2f}" if lat else "-"
         speed = f"{lat['full']['median_s'] / lat['compact']['median_s']:.2f}x" if lat else "-"
-        rows.append(f"| {m['label']} | {m['method']} | {m.get('seed', '-')} | {m['compact']:.4f} | "
+        cells = "".join(f" | {m['extra'][n]['value']:.4f}" if n in (m.get("extra") or {}) else " | -" for n in extra)
+        rows.append(f"| {m['label']} | {m['method']} | {m.get('seed', '-')} | {m['compact']:.4f}{cells} | "
                     f"{_kept_pct(m):.1f}% | {m['flops_per_clip']['compact'] / 1e9:.3f} | {ms} | {speed} | "
                     f"{m['file_bytes'] / 1e6:.2f} |")
     return "\n".join(rows)
 
 
-def within_probe(runs, points: float = 1.0) -> str | None:
-    """The largest removed-parameter fraction of an extraction whose metric is within `points`
-    (absolute, in % for accuracy/mAP, CER points for ctc) of the mean probe."""
+def _mean_std(ys) -> tuple[float, float]:
+    return statistics.mean(ys), statistics.stdev(ys) if len(ys) > 1 else 0.0
+
+
+def _pm(ys) -> str:
+    mean, std = _mean_std(ys)
+    return f"{mean:.4f} +- {std:.4f}"
+
+
+def extraction_settings(runs) -> dict:
+    """Extractions grouped by target t (their seeds): {t: [runs]}, most kept first."""
+    groups: dict = {}
+    for m in runs:
+        if m["method"] == "extract":
+            groups.setdefault(setting_of(m, runs), []).append(m)
+    return dict(sorted(groups.items(), key=lambda kv: -statistics.mean(_kept_pct(m) for m in kv[1])))
+
+
+def within_probe_setting(runs, points: float = 1.0):
+    """(probe mean, the extraction setting with the most parameters removed whose mean metric
+    over seeds is within `points` (absolute: % for accuracy/mAP, CER points) of the mean probe,
+    its runs) or None when there is no probe or no extraction."""
     probes = [m["compact"] for m in runs if m["method"] == "probe"]
-    ext = [m for m in runs if m["method"] == "extract"]
-    if not probes or not ext:
+    settings = extraction_settings(runs)
+    if not probes or not settings:
         return None
     ref, low, tol = statistics.mean(probes), lower_is_better(runs[0]["metric"]), points / 100
-    ok = [m for m in ext if (m["compact"] <= ref + tol if low else m["compact"] >= ref - tol)]
+    ok = [(t, ms) for t, ms in settings.items()
+          if (statistics.mean(m["compact"] for m in ms) <= ref + tol if low
+              else statistics.mean(m["compact"] for m in ms) >= ref - tol)]
     if not ok:
-        return f"no extraction is within {points:g} point of the probe ({ref:.4f})"
-    best = max(ok, key=lambda m: 1 - m["params"]["kept_fraction"])
-    return (f"largest removed-parameter fraction within {points:g} point of the probe ({ref:.4f}): "
-            f"**{100 * (1 - best['params']['kept_fraction']):.1f}%** ({best['label']}, {best['compact']:.4f})")
+        return ref, None, None
+    t, ms = min(ok, key=lambda kv: statistics.mean(_kept_pct(m) for m in kv[1]))
+    return ref, t, ms
 
 
-def versus_baselines(runs) -> str | None:
-    """Extraction minus each baseline at the same size (the baseline's reference artifact),
-    mean +- std over the baseline's seeds."""
-    ext = {str(Path(m["run"]).resolve()): m for m in runs if m["method"] == "extract"}
-    groups: dict[tuple, list[float]] = {}
+def within_probe(runs, points: float = 1.0) -> str | None:
+    """The sentence for report.md: the largest removed-parameter fraction (mean over the seeds of
+    one setting) whose mean metric is within `points` of the mean probe."""
+    found = within_probe_setting(runs, points)
+    if found is None:
+        return None
+    ref, t, ms = found
+    if ms is None:
+        return f"no extraction setting is within {points:g} point of the probe ({ref:.4f}, mean over seeds)"
+    removed = 100 - statistics.mean(_kept_pct(m) for m in ms)
+    return (f"largest removed-parameter fraction within {points:g} point of the probe ({ref:.4f}, mean over "
+            f"seeds): **{removed:.1f}%** (t={t}, {runs[0]['metric']} {_pm([m['compact'] for m in ms])} over "
+            f"{len(ms)} seed(s))")
+
+
+def baseline_comparison(runs) -> dict:
+    """{(method, t): [(extraction value, baseline value)]}: each baseline run paired with the
+    extraction it references (same seed, same size)."""
+    ext = {_resolved(m["run"]): m for m in runs if m["method"] == "extract"}
+    pairs: dict[tuple, list] = {}
     for m in runs:
         ref = m.get("reference")
         baseline = m["method"] in ("random", "importance") or m["method"].startswith("scratch")
-        if baseline and ref and str(Path(ref).resolve()) in ext:
-            groups.setdefault((m["method"], str(Path(ref).resolve())), []).append(m["compact"])
-    if not groups:
+        if baseline and ref and _resolved(ref) in ext:
+            e = ext[_resolved(ref)]
+            pairs.setdefault((m["method"], setting_of(e, runs)), []).append((e["compact"], m["compact"], e))
+    return pairs
+
+
+def versus_baselines(runs) -> str | None:
+    """Extraction against each baseline at the same size: means +- std over seeds, and the
+    paired margin (each baseline seed against the extraction of that seed)."""
+    pairs = baseline_comparison(runs)
+    if not pairs:
         return None
     low = lower_is_better(runs[0]["metric"])
-    rows = ["| reference | kept params | extraction | baseline | baseline mean +- std (seeds) | margin "
-            "| extraction wins |",
+    rows = ["| t | kept params | method | extraction | baseline | margin (paired) | extraction wins |",
             "|---|---|---|---|---|---|---|"]
-    for (method, ref), ys in sorted(groups.items()):
-        e = ext[ref]
-        mean, std = statistics.mean(ys), statistics.stdev(ys) if len(ys) > 1 else 0.0
-        margin = (mean - e["compact"]) if low else (e["compact"] - mean)
-        rows.append(f"| {e['label']} | {_kept_pct(e):.1f}% | {e['compact']:.4f} | {method} | "
-                    f"{mean:.4f} +- {std:.4f} ({len(ys)}) | {margin:+.4f} | {'yes' if margin > 0 else 'no'} |")
+    for (method, t), ps in sorted(pairs.items(), key=lambda kv: (_order(kv[0][0]), str(kv[0][1]))):
+        margins = [(b - e) if low else (e - b) for e, b, _ in ps]
+        kept = statistics.mean(_kept_pct(x[2]) for x in ps)
+        wins = sum(d > 0 for d in margins)
+        rows.append(f"| {t} | {kept:.1f}% | {method} | {_pm([p[0] for p in ps])} | {_pm([p[1] for p in ps])} | "
+                    f"{_pm(margins)} | {wins}/{len(margins)} seeds |")
     return "\n".join(rows)
+
+
+def summary_row(name: str, runs) -> str:
+    """One row of the results summary: probe, the within-1-point pruning, and for each baseline
+    at how many sizes extraction's mean beats the baseline's mean."""
+    probes = [m["compact"] for m in runs if m["method"] == "probe"]
+    found = within_probe_setting(runs)
+    if found and found[2]:
+        removed = f"{100 - statistics.mean(_kept_pct(m) for m in found[2]):.1f}% (t={found[1]})"
+    else:
+        removed = "none" if found else "-"
+    low = lower_is_better(runs[0]["metric"]) if runs else False
+    by_method: dict[str, list[bool]] = {}
+    for (method, _), ps in sorted(baseline_comparison(runs).items()):
+        margin = statistics.mean((b - e) if low else (e - b) for e, b, _ in ps)
+        by_method.setdefault(method, []).append(margin > 0)
+    beats = ", ".join(f"{m} {sum(w)}/{len(w)}" for m, w in sorted(by_method.items(), key=lambda kv: _order(kv[0])))
+    metric = runs[0]["metric"] if runs else ""
+    return f"| {name} | {metric} {_pm(probes) if probes else '-'} | {removed} | {beats or '-'} |"
 
 
 def write_report(paths, out, title: str = "subnet report") -> dict:

@@ -25,31 +25,40 @@ def sweep(backbone, train, valid, test, ts, cfg: ExtractConfig | None = None, ou
     """Extract once per target in `ts` into out/t=<t>/; return the metrics (with "t", "method",
     "run") in the order of `ts`, and write out/sweep.md and out/sweep.png. Unless `rerun`, a
     finished setting is read back and an unfinished one resumes from its checkpoint."""
-    from .extraction import extract
     cfg = cfg or ExtractConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for t in ts:
         run = out / run_name(t)
-        done = run / "metrics.json"
-        if done.is_file() and not rerun:  # a long sweep killed half-way restarts where it stopped
-            m = json.loads(done.read_text())
-        else:
-            if progress:
-                print(f"sweep: t={t:g} -> {run}")
-            # resume: a setting killed mid-way goes on from its last checkpoint
-            m = extract(backbone, train, valid, test, replace(cfg, t=t), run, max_seconds=max_seconds,
-                        progress=progress, measure_latency=measure_latency, resume=not rerun)
-            m.update(method="extract", t=t, backbone=str(backbone), train_set=str(train), seed=cfg.seed,
-                     steps=cfg.steps)
-            done.write_text(json.dumps(m, indent=1))
+        if progress and (rerun or not (run / "metrics.json").is_file()):
+            print(f"sweep: t={t:g} -> {run}")
+        m = extract_setting(backbone, train, valid, test, replace(cfg, t=t), run, max_seconds, progress,
+                            measure_latency, rerun)
         m["run"] = str(run)
         results.append(m)
     (out / "sweep.md").write_text(sweep_table(results))
     from .report import plot_pareto
     plot_pareto(results, out / "sweep.png")
     return results
+
+
+def extract_setting(backbone, train, valid, test, cfg: ExtractConfig, run, max_seconds: float | None = 2.0,
+                    progress: bool = True, measure_latency: bool = True, rerun: bool = False) -> dict:
+    """One sweep setting: `extract` into `run` with the sweep's fields (method, t, backbone,
+    train set, seed, steps) added to its metrics.json. A finished run (metrics.json present) is
+    read back unless `rerun`; an unfinished one resumes from its checkpoint."""
+    from .extraction import extract
+    run = Path(run)
+    done = run / "metrics.json"
+    if done.is_file() and not rerun:  # a long sweep killed half-way restarts where it stopped
+        return json.loads(done.read_text())
+    m = extract(backbone, train, valid, test, cfg, run, max_seconds=max_seconds, progress=progress,
+                measure_latency=measure_latency, resume=not rerun)
+    m.update(method="extract", t=cfg.t, backbone=str(backbone), train_set=str(train), seed=cfg.seed,
+             steps=cfg.steps)
+    done.write_text(json.dumps(m, indent=1))
+    return m
 
 
 def sweep_table(results: list[dict]) -> str:

@@ -19,6 +19,7 @@ from torch import distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
+from .encoder_cache import EncoderCache
 from .frontends import FrontEnd, front_end_for
 from .pipeline import Pipeline
 from .gates import MaskedModel
@@ -48,6 +49,8 @@ class ExtractConfig:
     coupled: bool = False  # True: lambda * L_s goes through Adam with the task loss (paper-style)
     warmup: float = 0.1  # fraction of the steps over which lambda ramps up from 0
     align: int = 1  # round kept conv/FFN units per group to a multiple of this at compaction
+    cache_encoder: bool = True  # fixed gates + frozen encoder: compute each clip's hidden states once
+    freeze_dead: int = 0  # > 0: a unit whose gate stayed 0 this many steps is frozen and no longer computed
 
 
 @dataclass
@@ -94,10 +97,9 @@ class Extractor:
 
     def __init__(self, backbone: nn.Module, n_out: int, cfg: ExtractConfig, out: Path,
                  labels: list[str] | None = None, front_end: FrontEnd | None = None):
-        from . import attach_masks
         self.cfg, self.out, self.labels = cfg, Path(out), labels
         torch.manual_seed(cfg.seed)
-        self.masked: MaskedModel = attach_masks(backbone, kinds=cfg.kinds)
+        self.masked: MaskedModel = self._attach(backbone)
         self.masked.backbone.eval()
         self.front_end = front_end or front_end_for(backbone)
         width, n_states = self._probe_shapes()
@@ -108,6 +110,8 @@ class Extractor:
         self.head_config = {"task": cfg.task, "width": width, "n_states": n_states, "n_out": n_out,
                             "layer": cfg.layer}
         self.pipeline = Pipeline(self.masked, self.front_end, self.head, cfg.task, labels)
+        if cfg.cache_encoder and not cfg.train_gates:
+            self.pipeline.cache = EncoderCache(self._gate_state)
         groups = [{"params": list(self.head.parameters()), "lr": cfg.lr_head}]
         if cfg.train_gates:
             groups.append({"params": list(self.masked.logits), "lr": cfg.lr_gates})
@@ -116,6 +120,14 @@ class Extractor:
         self.opt = torch.optim.Adam(groups)
         self.sparsity = SparsityLoss(cfg.loss, cfg.t, cfg.lam, cfg.cost)
         self.state = RunState()
+
+    def _attach(self, backbone: nn.Module) -> MaskedModel:
+        from . import attach_masks
+        return attach_masks(backbone, kinds=self.cfg.kinds)
+
+    def _gate_state(self) -> bytes:
+        """The gate decision as bytes: part of every EncoderCache key."""
+        return b"".join(k.numpy().tobytes() for k in self.masked.keep().values())
 
     @torch.no_grad()
     def _probe_shapes(self):
@@ -149,6 +161,8 @@ class Extractor:
         self.opt.step()
         if gates and not self.cfg.coupled:
             self._sparsity_step(loss_sparse)
+        if gates and self.cfg.freeze_dead > 0:
+            self.masked.update_dead(self.cfg.freeze_dead)
         self.state.step += 1
         return {"step": self.state.step, "loss": float(loss_task.detach()), "sparsity": float(loss_sparse.detach()),
                 "kept": self.masked.kept_fraction("params")}
@@ -192,6 +206,7 @@ class Extractor:
     def checkpoint(self) -> dict:
         return {"step": self.state.step, "logits": [p.detach().clone() for p in self.masked.logits],
                 "frozen": [getattr(self.masked, f"frozen_{i}").clone() for i in range(len(self.masked.logits))],
+                "dead_steps": [getattr(self.masked, f"dead_steps_{i}").clone() for i in range(len(self.masked.logits))],
                 "head": self.head.state_dict(), "opt": self.opt.state_dict(),
                 "rng": torch.get_rng_state(), "state": asdict(self.state)}
 
@@ -201,6 +216,8 @@ class Extractor:
                 p.copy_(v)
             for i, f in enumerate(ck["frozen"]):
                 getattr(self.masked, f"frozen_{i}").copy_(f)
+            for i, d in enumerate(ck.get("dead_steps", [])):
+                getattr(self.masked, f"dead_steps_{i}").copy_(d)
         self.head.load_state_dict(ck["head"])
         self.opt.load_state_dict(ck["opt"])
         torch.set_rng_state(ck["rng"])

@@ -47,6 +47,11 @@ class Family:
     def describe(self, model: nn.Module) -> dict:
         raise NotImplementedError
 
+    def can_skip_frozen(self, model: nn.Module) -> bool:
+        """Can `install_gates` gate a copy shrunk by `shrink` (so frozen units need not be
+        computed)? Families whose shrunk modules differ from the originals say no."""
+        return True
+
     def build(self, desc: dict) -> nn.Module:
         raise NotImplementedError
 

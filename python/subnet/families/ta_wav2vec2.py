@@ -131,6 +131,9 @@ class TorchaudioWav2Vec2Family(Family):
                 undo.append(gate_input_last_dim(mod.output_dense, mm, name))
         return undo
 
+    def can_skip_frozen(self, model):
+        return not _is_wavlm(model)  # a shrunk WavLM's attention is no longer WavLMSelfAttention
+
     def shrink(self, model, groups, keep):
         convs = model.feature_extractor.conv_layers
         widths = [b.conv.out_channels for b in convs]

@@ -123,6 +123,9 @@ class Wav2Vec2Family(Family):
                                             ff.output_dense, mm, name))
         return undo
 
+    def can_skip_frozen(self, model):
+        return not _is_wavlm(model)  # a shrunk WavLM's attention is PrunedWavLMAttention
+
     # --- shrinking ----------------------------------------------------------------------
     def shrink(self, model, groups, keep):
         widths = {}

@@ -1,0 +1,71 @@
+"""EncoderCache: runs with fixed gates compute each clip's hidden states once, with the same
+results as recomputing them; a changed gate decision is never served stale states."""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from subnet import load_backbone
+from subnet.baselines import importance, probe, random_keep, reference_info
+from subnet.extraction import prepare_backbone, setup_run
+from subnet.train import ExtractConfig, run_loop
+from test_baselines import reference  # noqa: F401  (module-scoped fixture)
+from test_extract import tiny_whisper, tones  # noqa: F401
+
+CFG = ExtractConfig(steps=15, batch_size=6, eval_every=5, lr_head=3e-3, train_gates=False)
+
+
+def _run(tiny_whisper, tones, out, cfg):  # noqa: F811
+    bb = prepare_backbone(load_backbone(str(tiny_whisper)), 1.0)
+    run = setup_run(bb, tones / "train", tones / "valid", tones / "test", cfg, out, 1.0, progress=False)
+    return run
+
+
+def test_probe_with_cache_equals_without(tiny_whisper, tones, tmp_path):  # noqa: F811
+    runs = {}
+    for cached in (True, False):
+        run = _run(tiny_whisper, tones, tmp_path / str(cached), ExtractConfig(**{**CFG.__dict__, "cache_encoder": cached}))
+        run_loop(run.ex, run.steps, run.valid, run.log, progress=False)
+        runs[cached] = run
+    cache = runs[True].ex.pipeline.cache
+    assert runs[False].ex.pipeline.cache is None
+    # 15 steps of 6 over 24 training clips + 3 validations of the same clips: most steps hit
+    assert cache.hits > cache.misses > 0
+    for a, b in zip(runs[True].ex.head.state_dict().values(), runs[False].ex.head.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    logs = [[json.loads(line) for line in (tmp_path / str(c) / "log.jsonl").read_text().splitlines()] for c in (True, False)]
+    assert [r.get("valid") for r in logs[0]] == [r.get("valid") for r in logs[1]]
+
+
+def test_changed_gates_are_never_served_stale_states(tiny_whisper, tones, reference, tmp_path):  # noqa: F811
+    run = _run(tiny_whisper, tones, tmp_path, CFG)
+    ex, batch = run.ex, run.steps(0)
+    with torch.no_grad():
+        full = ex.pipeline.encode(batch.waves, batch.lengths)
+        assert all(torch.equal(a, b) for a, b in
+                   zip(full, ex.pipeline.cache.states(ex.pipeline.encode, batch.waves, batch.lengths)))
+        ex.masked.set_keep(random_keep(reference_info(reference), seed=1))
+        pruned = ex.pipeline.cache.states(ex.pipeline.encode, batch.waves, batch.lengths)
+        expect = ex.pipeline.encode(batch.waves, batch.lengths)
+    assert not torch.allclose(pruned[-1], full[-1])
+    assert all(torch.equal(a, b) for a, b in zip(pruned, expect))
+
+
+def test_the_cache_is_off_while_the_encoder_trains(tiny_whisper, tones, tmp_path):  # noqa: F811
+    run = _run(tiny_whisper, tones, tmp_path, CFG)
+    p = next(run.ex.masked.backbone.parameters())
+    p.requires_grad_(True)
+    batch = run.steps(0)
+    run.ex.pipeline(batch.waves, batch.lengths)
+    assert run.ex.pipeline.cache.hits == run.ex.pipeline.cache.misses == 0
+
+
+def test_baselines_use_the_cache_and_match_uncached_metrics(tiny_whisper, tones, reference, tmp_path):  # noqa: F811
+    for fn in (lambda c, o: probe(str(tiny_whisper), tones / "train", tones / "valid", tones / "test", c, o,
+                                  max_seconds=1.0, progress=False, measure_latency=False),
+               lambda c, o: importance(str(tiny_whisper), reference, tones / "train", tones / "valid", tones / "test",
+                                       c, o, max_seconds=1.0, progress=False, measure_latency=False)):
+        cached = fn(CFG, tmp_path / "a")
+        plain = fn(ExtractConfig(**{**CFG.__dict__, "cache_encoder": False}), tmp_path / "b")
+        assert abs(cached["compact"] - plain["compact"]) < 1e-9 and cached["best_step"] == plain["best_step"]
