@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 CUDA_HOME ?= /usr/local/cuda
 export CUDA_HOME
 
-.PHONY: .venv test test-fast demo clean
+.PHONY: .venv test test-fast demo results clean
 
 # the pinned stack, then the project in editable mode (builds subnet_kernels._C against that torch)
 $(STAMP): requirements.txt setup.py $(wildcard csrc/*/*.cpp csrc/*/*.cu csrc/*.h csrc/*/*.h)
@@ -31,6 +31,12 @@ demo: $(STAMP)
 	bash .ci/install-real.sh
 	bash .ci/install-audio.sh
 	$(VENV)/bin/subnet demo --out demo-out
+
+# the five experiments of docs/RESULTS.md: data, training runs, latency, reports (resumable)
+results: $(STAMP)
+	bash .ci/install-real.sh
+	bash .ci/install-audio.sh
+	$(VENV)/bin/python -m subnet.experiments --out results --reports docs/results
 
 clean:
 	rm -rf $(VENV) build *.egg-info python/*.egg-info

@@ -1,0 +1,50 @@
+"""`make results` end to end at toy scale: plan, two workers, latency pass, reports, summary."""
+from __future__ import annotations
+
+import json
+import re
+
+from subnet.experiments import Experiment, Protocol, main, measure_latencies, plan, run_jobs, write_reports
+from test_extract import tiny_whisper, tones  # noqa: F401  (module-scoped fixtures)
+
+
+def test_plan_orders_references_before_baselines():
+    exps = [Experiment("a", "A", "bb", "kws-tts"), Experiment("b", "B", "bb", "pitch")]
+    jobs = plan(exps, Protocol(targets=(0.3, 0.45), seeds=(0, 1)))
+    assert len(jobs) == 2 * (2 * (1 + 2 * 4)) + 2  # probe + 4 per target per seed, one long scratch each
+    for i, j in enumerate(jobs):
+        assert all(jobs.index(d) < i for d in j.deps)
+    assert {j.method for j in jobs} == {"probe", "extract", "random", "importance", "scratch", "scratch-4x"}
+
+
+def test_runs_latency_and_reports(tiny_whisper, tones, tmp_path, capsys):  # noqa: F811
+    data = tmp_path / "data"
+    (data / "tones").mkdir(parents=True)
+    lines = []
+    for split in ("train", "valid", "test"):
+        for wav in sorted((tones / split).rglob("*.wav")):
+            lines.append(json.dumps({"path": str(wav), "label": wav.parent.name, "split": split}))
+    (data / "tones" / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    exp = Experiment("toy", "tones", str(tiny_whisper), "tones")
+    protocol = Protocol(steps=4, batch_size=6, eval_every=2, targets=(0.45,), seeds=(0, 1))
+    root = tmp_path / "runs"
+    jobs = plan([exp], protocol)
+    run_jobs(jobs, root, data, protocol, [exp], workers=2)
+    assert all((j.out(root) / "metrics.json").is_file() for j in jobs)
+    measure_latencies([exp], root)
+    m = json.loads((root / "toy" / "extract" / "t=0.45-s1" / "metrics.json").read_text())
+    assert m["latency_batch1"]["compact"]["median_s"] > 0 and m["experiment"] == "toy"
+    summary = write_reports([exp], root, tmp_path / "reports", protocol)
+    assert "| toy | accuracy" in summary and "scratch" in summary
+    report = (tmp_path / "reports" / "toy" / "report.md").read_text()
+    assert "| scratch-4x |" in report and re.search(r"\| [012]/2 seeds \|", report)  # paired over both seeds
+    assert (tmp_path / "reports" / "toy" / "metric_vs_kept.png").stat().st_size > 10_000
+    capsys.readouterr()
+    run_jobs(jobs, root, data, protocol, [exp], workers=2)  # a second run finds everything finished
+    assert f"{len(jobs)}/{len(jobs)} runs already finished, 0 to go" in capsys.readouterr().out
+
+
+def test_cli_lists_the_plan(capsys):
+    assert main(["--list", "--only", "3-pitch", "--seeds", "0", "--targets", "0.5"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 + 4  # probe, extract, random, importance, scratch at one target (no long scratch)
