@@ -100,6 +100,37 @@ def training_step(name: str, model, batch: int, seconds: float, repeats: int) ->
             "step_s": t["step"], "step_over_A*": t["step"] / t["A*"], "A*_over_A": t["A*"] / t["A"]}
 
 
+def frozen_step(name: str, model, fraction_dead: float, batch: int, seconds: float, repeats: int) -> dict:
+    """Mask-training step with every unit alive vs with `fraction_dead` of every group frozen
+    (`--freeze-dead`: frozen units are not computed), and vs the paper's way of gating (hooks,
+    eager attention, every unit computed, Whisper only), interleaved; each on its own copy."""
+    import copy
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from paper_style import paper_style
+    x = inputs_for(model, batch, seconds)
+    width = model.config.d_model if hasattr(model.config, "d_model") else model.config.hidden_size
+    head = torch.nn.Linear(width, 8)
+    variants = {"alive": subnet.attach_masks(copy.deepcopy(model)),
+                "frozen": subnet.attach_masks(copy.deepcopy(model))}
+    if isinstance(model, WhisperEncoder):
+        variants["paper"] = paper_style(copy.deepcopy(model))
+    variants["frozen"].set_keep(uniform_keep(variants["frozen"], 1 - fraction_dead))
+    variants["frozen"].freeze_dead()
+
+    def step_of(mm):
+        def step():
+            head(mm(**x).last_hidden_state).square().mean().backward()
+            mm.zero_grad(set_to_none=True)
+        return step
+
+    t = interleaved({k: step_of(mm) for k, mm in variants.items()}, repeats)
+    out = {"model": name, "batch": batch, "seconds": seconds, "dead": fraction_dead,
+           "alive_s": t["alive"], "frozen_s": t["frozen"], "frozen_over_alive": t["frozen"] / t["alive"]}
+    if "paper" in t:
+        out.update(paper_s=t["paper"], alive_over_paper=t["alive"] / t["paper"])
+    return out
+
+
 def compact_latency(name: str, model, fraction: float, batch: int, seconds: float, repeats: int) -> dict:
     mm = subnet.attach_masks(model)
     mm.set_keep(uniform_keep(mm, fraction))
@@ -155,6 +186,10 @@ def main(argv=None) -> int:
     for name, m in (("whisper-base", wb), ("wav2vec2-base", w2)):
         res["training_step"].append(training_step(name, m, 8, secs, reps))
         print(res["training_step"][-1], flush=True)
+    res["frozen_step"] = []
+    for name, m in (("whisper-base", wb), ("wav2vec2-base", w2)):
+        res["frozen_step"].append(frozen_step(name, m, 0.5, 8, secs, reps))
+        print(res["frozen_step"][-1], flush=True)
     for fraction in (0.5, 0.25):
         for batch in (1, 8):
             res["latency"].append(compact_latency("whisper-base", wb, fraction, batch, secs, reps * 2))
@@ -185,6 +220,17 @@ def render(res: dict, machine: dict, source) -> str:
     for r in res["training_step"]:
         lines.append(f"| {r['model']} | {r['batch']} x {r['seconds']:g} s | {1e3 * r['A_s']:.0f} ms | "
                      f"{1e3 * r['A*_s']:.0f} ms | {1e3 * r['step_s']:.0f} ms | {r['step_over_A*']:.2f} |")
+    lines += ["", "## Mask-training step with half the units frozen (`--freeze-dead`)", "",
+              "Half of every group's units frozen, so not computed (the forward runs a copy shrunk to the "
+              "others); the paper-style step gates every unit with forward hooks and eager attention. "
+              "Target: frozen <= 0.65 x alive.", "",
+              "| model | batch x seconds | all alive | 50% frozen | frozen / alive | paper-style | alive speedup "
+              "over paper-style |", "|---|---|---|---|---|---|---|"]
+    for r in res.get("frozen_step", []):
+        paper = (f"{1e3 * r['paper_s']:.0f} ms | {r['alive_over_paper'] ** -1:.2f}x"
+                 if "paper_s" in r else "- | -")
+        lines.append(f"| {r['model']} | {r['batch']} x {r['seconds']:g} s | {1e3 * r['alive_s']:.0f} ms | "
+                     f"{1e3 * r['frozen_s']:.0f} ms | {r['frozen_over_alive']:.2f} | {paper} |")
     lines += ["", "## Compact model latency vs the ideal FLOP-ratio speedup", "",
               "Uniformly random units kept in every group. Target: >= 0.95 of the ideal.", "",
               "| model | kept units | batch | dense | compact | speedup | ideal | of ideal |",

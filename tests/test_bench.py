@@ -150,3 +150,15 @@ def test_bad_arguments(whisper_dir):
         benchcli.main(["bench", str(whisper_dir), "--batch", "0"])
     with pytest.raises(SystemExit, match="at most"):
         benchcli.main(["bench", str(whisper_dir), "--seconds", "5"])
+
+
+def test_pytest_benchmark_suites_run():
+    """`pytest benchmarks --benchmark-only` stays runnable: every benchmark once, untimed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    res = subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "--benchmark-disable", "-q", "-p",
+                          "no:cacheprovider"], cwd=root, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert " passed" in res.stdout and "failed" not in res.stdout
