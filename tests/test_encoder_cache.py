@@ -7,6 +7,7 @@ import json
 import torch
 
 from subnet import load_backbone
+from subnet.encoder_cache import EncoderCache
 from subnet.baselines import importance, probe, random_keep, reference_info
 from subnet.extraction import prepare_backbone, setup_run
 from subnet.train import ExtractConfig, run_loop
@@ -30,8 +31,9 @@ def test_probe_with_cache_equals_without(tiny_whisper, tones, tmp_path):  # noqa
         runs[cached] = run
     cache = runs[True].ex.pipeline.cache
     assert runs[False].ex.pipeline.cache is None
-    # 15 steps of 6 over 24 training clips + 3 validations of the same clips: most steps hit
-    assert cache.hits > cache.misses > 0
+    # 15 steps of 6 over 36 training clips: only the first epoch (6 batches) and the first
+    # validation (18 clips) are computed; every later batch is served from the cache
+    assert cache.misses == 36 + 18 and cache.hits == (15 - 6) * 6 + 2 * 18
     for a, b in zip(runs[True].ex.head.state_dict().values(), runs[False].ex.head.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     logs = [[json.loads(line) for line in (tmp_path / str(c) / "log.jsonl").read_text().splitlines()] for c in (True, False)]
@@ -69,3 +71,20 @@ def test_baselines_use_the_cache_and_match_uncached_metrics(tiny_whisper, tones,
         cached = fn(CFG, tmp_path / "a")
         plain = fn(ExtractConfig(**{**CFG.__dict__, "cache_encoder": False}), tmp_path / "b")
         assert abs(cached["compact"] - plain["compact"]) < 1e-9 and cached["best_step"] == plain["best_step"]
+
+
+def test_padding_width_is_ignored_only_for_fixed_length_front_ends():
+    calls = []
+
+    def encode(waves, lengths):
+        calls.append(waves.shape)
+        return (waves[:, :4] * 2,)
+    cache = EncoderCache(lambda: b"gates")
+    clip = torch.randn(1, 10)
+    narrow, wide = clip, torch.cat([clip, torch.zeros(1, 5)], 1)
+    n = torch.tensor([10])
+    a = cache.states(encode, narrow, n, width_matters=False)
+    b = cache.states(encode, wide, n, width_matters=False)
+    assert len(calls) == 1 and torch.equal(a[0], b[0])
+    cache.states(encode, wide, n, width_matters=True)  # another width is another input
+    assert len(calls) == 2

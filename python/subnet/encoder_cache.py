@@ -2,8 +2,8 @@
 
 A linear probe, the random and importance baselines and any run with `train_gates=False` show
 the encoder the same clips epoch after epoch while nothing in it changes, so the encoder's
-output for a clip is a pure function of (the clip's samples, the padded batch width, the gate
-decision). `EncoderCache` keys each clip by exactly that and returns the stored hidden states
+output for a clip is a pure function of (the clip's samples, the padded batch width unless the
+front end pads every clip to one length, the gate decision). `EncoderCache` keys each clip by exactly that and returns the stored hidden states
 on a hit: the step then costs the head alone. The gate decision is part of the key, so
 `MaskedModel.set_keep` (importance pruning mid-run) or restoring another checkpoint can never
 return stale states; it is only consulted while no encoder parameter and no gate logit
@@ -25,19 +25,22 @@ class EncoderCache:
         self.store: dict[bytes, tuple[torch.Tensor, ...]] = {}
         self.bytes = self.hits = self.misses = 0
 
-    def _keys(self, waves: torch.Tensor, lengths: torch.Tensor) -> list[bytes]:
+    def _keys(self, waves: torch.Tensor, lengths: torch.Tensor, width_matters: bool) -> list[bytes]:
         state = self.state_key()
         keys = []
         for wave, n in zip(waves, lengths.tolist()):
             h = hashlib.blake2b(state, digest_size=16)
-            h.update(int(waves.shape[1]).to_bytes(8, "little"))
+            h.update(int(waves.shape[1] if width_matters else -1).to_bytes(8, "little", signed=True))
             h.update(wave[:n].detach().cpu().contiguous().numpy().tobytes())
             keys.append(h.digest())
         return keys
 
-    def states(self, encode: Callable, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """`encode(waves, lengths)`'s hidden states, from the store when every clip is in it."""
-        keys = self._keys(waves, lengths)
+    def states(self, encode: Callable, waves: torch.Tensor, lengths: torch.Tensor,
+               width_matters: bool = True) -> tuple[torch.Tensor, ...]:
+        """`encode(waves, lengths)`'s hidden states, from the store when every clip is in it.
+        `width_matters`: the batch's padded width is part of the key (False when the front end
+        pads every clip to one fixed length anyway)."""
+        keys = self._keys(waves, lengths, width_matters)
         if all(k in self.store for k in keys):
             self.hits += len(keys)
             per_clip = [self.store[k] for k in keys]

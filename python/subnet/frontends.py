@@ -11,6 +11,9 @@ from torch import nn
 
 class FrontEnd:
     sample_rate = 16000
+    #: every clip is padded to one fixed length, so a clip's encoding does not depend on the
+    #: width of the batch it came in (EncoderCache keys then ignore that width)
+    fixed_length = False
 
     def inputs(self, waves: torch.Tensor, lengths: torch.Tensor) -> dict:
         raise NotImplementedError
@@ -54,6 +57,7 @@ class WhisperLogMel(FrontEnd):
     exactly as transformers' WhisperFeatureExtractor does for 30 s."""
 
     n_fft, hop = 400, 160
+    fixed_length = True
 
     def __init__(self, n_mels: int, n_samples: int):
         from transformers import WhisperFeatureExtractor

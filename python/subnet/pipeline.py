@@ -31,7 +31,7 @@ class Pipeline(nn.Module):
         if lengths is None:
             lengths = torch.full((waves.shape[0],), waves.shape[1], dtype=torch.long)
         if self.cache is not None and not self._encoder_trains():
-            states = self.cache.states(self.encode, waves, lengths)
+            states = self.cache.states(self.encode, waves, lengths, not self.front_end.fixed_length)
         else:
             states = self.encode(waves, lengths)
         frames = self.front_end.frames(lengths, states[-1].shape[1])
