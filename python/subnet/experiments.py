@@ -96,8 +96,8 @@ class Job:
 
 
 def plan(experiments, protocol: Protocol) -> list[Job]:
-    """Every training job, in the order they should start (an experiment's jobs together, so
-    that finished experiments are complete early; the long scratch runs last)."""
+    """Every training job, in the order they should start: an experiment's jobs together (its
+    long scratch run last), so that experiments are complete one after the other."""
     jobs = []
     for exp in experiments:
         for seed in protocol.seeds:
@@ -106,9 +106,8 @@ def plan(experiments, protocol: Protocol) -> list[Job]:
                 ext = Job("extract", exp.name, seed, t)
                 jobs.append(ext)
                 jobs += [Job(m, exp.name, seed, t, (ext,)) for m in ("random", "importance", "scratch")]
-    for exp in experiments:
-        ext = Job("extract", exp.name, protocol.seeds[0], LONG_SCRATCH_TARGET)
         if LONG_SCRATCH_TARGET in protocol.targets:
+            ext = Job("extract", exp.name, protocol.seeds[0], LONG_SCRATCH_TARGET)
             jobs.append(Job("scratch-4x", exp.name, protocol.seeds[0], LONG_SCRATCH_TARGET, (ext,)))
     return jobs
 
