@@ -22,7 +22,7 @@ import transformers
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "python"), str(ROOT)]  # runs from a checkout without installing
+sys.path[:0] = [str(ROOT / "python"), str(ROOT), str(ROOT / "benchmarks")]  # runs from a checkout
 
 import subnet  # noqa: E402
 from subnet.bench import count_flops, interleaved_latency  # noqa: E402
@@ -105,7 +105,6 @@ def frozen_step(name: str, model, fraction_dead: float, batch: int, seconds: flo
     (`--freeze-dead`: frozen units are not computed), and vs the paper's way of gating (hooks,
     eager attention, every unit computed, Whisper only), interleaved; each on its own copy."""
     import copy
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from paper_style import paper_style
     x = inputs_for(model, batch, seconds)
     width = model.config.d_model if hasattr(model.config, "d_model") else model.config.hidden_size
@@ -171,36 +170,48 @@ def compaction_time(name: str, model, fraction: float, repeats: int) -> dict:
             "gather_over_copy": t["gather_compact"] / t["copy"]}
 
 
+SECTIONS = ("training_step", "frozen_step", "latency", "compaction")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats and shorter clips (smoke run)")
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--only", nargs="+", choices=SECTIONS, help="run these sections; the others are kept from "
+                    "today's results file when it has them")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--doc", default=str(ROOT / "docs" / "PERFORMANCE.md"))
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     reps = args.repeats or (3 if args.quick else 11)
     secs = 1.0 if args.quick else 5.0
+    todo = set(args.only or SECTIONS)
+    out = Path(args.out) / f"cpu-{datetime.date.today().isoformat()}.json"
+    res = {k: v for k, v in json.loads(out.read_text()).items() if k in SECTIONS} if out.is_file() else {}
     wb, w2 = whisper_base(secs), wav2vec2_base()
-    res = {"training_step": [], "latency": [], "compaction": []}
-    for name, m in (("whisper-base", wb), ("wav2vec2-base", w2)):
-        res["training_step"].append(training_step(name, m, 8, secs, reps))
-        print(res["training_step"][-1], flush=True)
-    res["frozen_step"] = []
-    for name, m in (("whisper-base", wb), ("wav2vec2-base", w2)):
-        res["frozen_step"].append(frozen_step(name, m, 0.5, 8, secs, reps))
-        print(res["frozen_step"][-1], flush=True)
-    for fraction in (0.5, 0.25):
-        for batch in (1, 8):
-            res["latency"].append(compact_latency("whisper-base", wb, fraction, batch, secs, reps * 2))
-            print(res["latency"][-1], flush=True)
-    for name, m in (("whisper-base", whisper_base(30.0)), ("wav2vec2-base", w2)):
-        res["compaction"].append(compaction_time(name, m, 0.5, reps))
-        print(res["compaction"][-1], flush=True)
+    if "training_step" in todo:
+        res["training_step"] = []
+        for name, m in (("whisper-base", wb), ("wav2vec2-base", w2)):
+            res["training_step"].append(training_step(name, m, 8, secs, reps))
+            print(res["training_step"][-1], flush=True)
+    if "frozen_step" in todo:
+        res["frozen_step"] = []
+        for name, m in (("whisper-base", wb), ("wav2vec2-base", w2)):
+            res["frozen_step"].append(frozen_step(name, m, 0.5, 8, secs, reps))
+            print(res["frozen_step"][-1], flush=True)
+    if "latency" in todo:
+        res["latency"] = []
+        for fraction in (0.5, 0.25):
+            for batch in (1, 8):
+                res["latency"].append(compact_latency("whisper-base", wb, fraction, batch, secs, reps * 2))
+                print(res["latency"][-1], flush=True)
+    if "compaction" in todo:
+        res["compaction"] = []
+        for name, m in (("whisper-base", whisper_base(30.0)), ("wav2vec2-base", w2)):
+            res["compaction"].append(compaction_time(name, m, 0.5, reps))
+            print(res["compaction"][-1], flush=True)
     machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                "torch": torch.__version__, "transformers": transformers.__version__, "quick": args.quick}
-    stamp = datetime.date.today().isoformat()
-    out = Path(args.out) / f"cpu-{stamp}.json"
     out.write_text(json.dumps({"machine": machine, **res}, indent=1))
     shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     Path(args.doc).write_text(render(res, machine, shown))
@@ -217,7 +228,7 @@ def render(res: dict, machine: dict, source) -> str:
              "A = frozen encoder + gradient for a head only; A* = backward through every activation (what any "
              "gate training must pay). Target: step <= 1.03 x A*.", "",
              "| model | batch x seconds | A | A* | step | step / A* |", "|---|---|---|---|---|---|"]
-    for r in res["training_step"]:
+    for r in res.get("training_step", []):
         lines.append(f"| {r['model']} | {r['batch']} x {r['seconds']:g} s | {1e3 * r['A_s']:.0f} ms | "
                      f"{1e3 * r['A*_s']:.0f} ms | {1e3 * r['step_s']:.0f} ms | {r['step_over_A*']:.2f} |")
     lines += ["", "## Mask-training step with half the units frozen (`--freeze-dead`)", "",
@@ -235,15 +246,25 @@ def render(res: dict, machine: dict, source) -> str:
               "Uniformly random units kept in every group. Target: >= 0.95 of the ideal.", "",
               "| model | kept units | batch | dense | compact | speedup | ideal | of ideal |",
               "|---|---|---|---|---|---|---|---|"]
-    for r in res["latency"]:
+    for r in res.get("latency", []):
         lines.append(f"| {r['model']} | {r['kept_units']:.0%} | {r['batch']} | {r['dense_ms']:.1f} ms | "
                      f"{r['compact_ms']:.1f} ms | {r['speedup']:.2f}x | {r['ideal_flop_ratio']:.2f}x | "
                      f"{r['of_ideal']:.2f} |")
     lines += ["", "## Compaction: one gather_compact vs a plain copy of the kept bytes", "",
               "Target: <= 1.5 x the copy.", "", "| model | kept | gather | copy | ratio |", "|---|---|---|---|---|"]
-    for r in res["compaction"]:
+    for r in res.get("compaction", []):
         lines.append(f"| {r['model']} | {r['kept_MB']:.0f} MB | {r['gather_ms']:.1f} ms | {r['copy_ms']:.1f} ms | "
                      f"{r['gather_over_copy']:.2f} |")
+    runs = sorted((ROOT / "benchmarks" / "results").glob("whole-run-cpu-*.json"))
+    if runs:
+        from whole_run import render_whole_run
+        w = json.loads(runs[-1].read_text())
+        lines += ["", "## A whole extraction run: paper-style vs subnet", "",
+                  f"`benchmarks/whole_run.py` ({runs[-1].relative_to(ROOT)}): whisper-tiny.en on kws-tts, the "
+                  f"protocol of `make results` at t={w['t']:g}, seed 0; each variant run twice (in turn, then in "
+                  f"reverse order), mean training time, both test metrics. {w['machine']['threads']} threads. "
+                  "Target: >= 1.5x faster than paper-style at a metric within 0.5 point.", "",
+                  render_whole_run(w["rows"], w["steps"])]
     return "\n".join(lines) + "\n"
 
 
