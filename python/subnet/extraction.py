@@ -137,6 +137,11 @@ def setup_run(backbone: nn.Module, train, valid, test, cfg: ExtractConfig, out: 
     chars = sorted({c for it in train_ds.items for c in (it.text or "")}) if cfg.task == "ctc" else None
     labels = chars if cfg.task == "ctc" else vocab.labels
     ex = trainer(backbone, len(labels), cfg, out, labels=labels, front_end=fe, **trainer_kw)
+    if cfg.cost == "latency" and cfg.train_gates:  # per-unit costs of this machine, kept for a resume
+        from .latency_costs import load_or_measure
+        n = int(max(train_ds.lengths()))
+        load_or_measure(ex.masked, fe.inputs(torch.randn(1, n), torch.tensor([n])), out / "latency_costs.json",
+                        progress and rank == 0)
     if resume and (out / "checkpoint.pt").is_file():
         ex.restore(torch.load(out / "checkpoint.pt", weights_only=True))
     elif rank == 0:

@@ -16,7 +16,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from .units import UnitGroup
+from .units import COST_ATTRS, UnitGroup
 
 GATE_INIT = 1.0
 
@@ -182,11 +182,11 @@ class MaskedModel(nn.Module):
         return total
 
     def kept_fraction(self, cost: str = "params") -> float:
-        """Fraction of the gated units' cost that is kept (cost: units|params|flops)."""
+        """Fraction of the gated units' cost that is kept (cost: units|params|flops|latency)."""
         kept = total = 0.0
         for name, mask in self.keep().items():
             g = self.groups[name]
-            c = {"units": 1.0, "params": g.params_per_unit, "flops": g.flops_per_unit}[cost]
+            c = 1.0 if cost == "units" else getattr(g, COST_ATTRS[cost])
             kept += c * float(mask.sum())
             total += c * g.size
         return kept / total if total else 1.0

@@ -2,7 +2,8 @@
 
 - `seed`:   L_s = sum_i sigmoid(m_i - t)^2 / N over all N units (the paper's equation)
 - `mean`:   L_s = (mean over groups of mean(sigmoid(m)) - t)^2 (the paper's released code)
-- `budget`: L_s = (sum_i c_i g_i / sum_i c_i - t)^2, c_i the unit's parameter or FLOP cost
+- `budget`: L_s = (sum_i c_i g_i / sum_i c_i - t)^2, c_i the unit's parameter, FLOP or measured
+            latency cost
             and g_i its straight-through gate (forward: round(sigmoid(m_i)), backward: the
             sigmoid's gradient), so `t` is the fraction of the cost actually kept.
 """
@@ -11,9 +12,10 @@ from __future__ import annotations
 import torch
 
 from .gates import straight_through
+from .units import COST_ATTRS
 
 LOSSES = ("seed", "mean", "budget")
-COSTS = ("params", "flops")
+COSTS = tuple(COST_ATTRS)
 
 
 def sparsity_loss(logits: list[torch.Tensor], kind: str, t: float,
@@ -49,6 +51,6 @@ class SparsityLoss(torch.nn.Module):
         logits = list(masked.logits)
         costs = None
         if self.kind == "budget":
-            attr = "params_per_unit" if self.cost == "params" else "flops_per_unit"
+            attr = COST_ATTRS[self.cost]
             costs = [torch.full_like(m, getattr(g, attr)) for m, g in zip(logits, masked.groups.values())]
         return self.lam * sparsity_loss(logits, self.kind, self.t, costs)

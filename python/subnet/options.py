@@ -12,7 +12,8 @@ _OPTIONS = {  # field: (flag, type, help)
     "kinds": ("--kinds", str, "unit kinds to gate (conv head ffn)"),
     "loss": ("--loss", str, "sparsity loss: seed | mean | budget"),
     "lam": ("--lambda", float, "weight of the sparsity loss"),
-    "cost": ("--cost", str, "unit cost of the budget loss: params | flops"),
+    "cost": ("--cost", str, "unit cost of the budget loss: params | flops | latency (measured per layer on "
+             "this machine before training, so t is a fraction of the gated units' latency)"),
     "steps": ("--steps", int, "training steps"),
     "batch_size": ("--batch-size", int, "clips per batch"),
     "lr_gates": ("--lr-gates", float, "learning rate of the gate logits"),
@@ -28,7 +29,7 @@ _OPTIONS = {  # field: (flag, type, help)
     "freeze_dead": ("--freeze-dead", int, "freeze a unit whose gate stayed 0 for K steps: it stops being "
                     "computed (faster steps; 0 = never)"),
 }
-_CHOICES = {"task": ["classify", "tag", "ctc"], "loss": ["seed", "mean", "budget"], "cost": ["params", "flops"]}
+_CHOICES = {"task": ["classify", "tag", "ctc"], "loss": ["seed", "mean", "budget"], "cost": ["params", "flops", "latency"]}
 
 
 def add_data_options(p: argparse.ArgumentParser, backbone_required: bool = True) -> None:

@@ -25,6 +25,7 @@ from .pipeline import Pipeline
 from .gates import MaskedModel
 from .heads import make_head
 from .losses import SparsityLoss
+from .units import COST_ATTRS
 from .metrics import accuracy, average_precision, cer, ctc_greedy, macro_auroc
 
 
@@ -180,7 +181,7 @@ class Extractor:
         n = sum(m.numel() for m in logits)
         rel = [1.0] * len(logits)
         if self.cfg.loss == "budget":
-            attr = "params_per_unit" if self.cfg.cost == "params" else "flops_per_unit"
+            attr = COST_ATTRS[self.cfg.cost]
             costs = [getattr(g, attr) for g in self.masked.groups.values()]
             mean = sum(c * m.numel() for c, m in zip(costs, logits)) / n
             rel = [c / mean if c > 0 else 1.0 for c in costs]

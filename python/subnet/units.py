@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import torch
 
 KINDS = ("conv", "head", "ffn", "dwconv")
+#: unit cost name -> UnitGroup attribute (the budget loss's `--cost`)
+COST_ATTRS = {"params": "params_per_unit", "flops": "flops_per_unit", "latency": "latency_per_unit"}
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,8 @@ class UnitGroup:
 
     `params_per_unit` and `flops_per_unit` are the per-unit costs used by the `budget`
     loss and by reports (FLOPs per input frame of the backbone, attention at the
-    family's nominal sequence length).
+    family's nominal sequence length); `latency_per_unit` (seconds) is filled in by
+    `subnet.latency_costs.measure` for `--cost latency`.
     """
 
     name: str
@@ -38,6 +41,7 @@ class UnitGroup:
     slices: list[Slice] = field(default_factory=list)
     params_per_unit: float = 0.0
     flops_per_unit: float = 0.0
+    latency_per_unit: float = 0.0
     min_keep: int = 0  # conv groups keep at least one unit
 
     def __post_init__(self):
