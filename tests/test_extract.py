@@ -188,3 +188,25 @@ def test_freeze_dead_stops_computing_dead_units(tones, tiny_whisper, tmp_path):
     assert sum(p.numel() for p in live.parameters()) < sum(p.numel() for p in mm.backbone.parameters())
     small = subnet.compact(mm)  # compaction (verified against the masked model) is unaffected
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in live.parameters()) + 1
+
+
+def test_layers_above_the_heads_layer_are_dropped(tones, tiny_whisper, tmp_path):
+    from subnet.extraction import drop_unread_layers, prepare_backbone
+    from subnet.pipeline import load_pipeline
+    full = prepare_backbone(subnet.load_backbone(str(tiny_whisper)), 1.0)
+    cut, layer = drop_unread_layers(full, -2)  # 2 layers -> 3 states; -2 is the first layer's output
+    assert layer == 1 and len(cut.layers) == 1 and len(full.layers) == 2
+    x = {"input_features": torch.randn(2, 80, 100)}
+    with torch.no_grad():
+        want = full(**x, output_hidden_states=True).hidden_states[1]
+        got = cut(**x, output_hidden_states=True).hidden_states
+    assert len(got) == 2 and torch.equal(got[-1], want)
+    assert drop_unread_layers(full, "weighted")[0] is full and drop_unread_layers(full, 2)[0] is full
+    cfg = ExtractConfig(steps=10, batch_size=6, eval_every=5, layer=1, t=0.6)
+    m = extract(str(tiny_whisper), tones / "train", tones / "valid", tones / "test", cfg, tmp_path, max_seconds=1.0,
+                progress=False, measure_latency=False)
+    assert m["params"]["full"] == sum(p.numel() for p in cut.parameters())
+    pipe = load_pipeline(tmp_path)  # rebuilt from subnet.json: one layer, no final norm
+    assert len(pipe.encoder.layers) == 1 and isinstance(pipe.encoder.layer_norm, torch.nn.Identity)
+    assert json.loads((tmp_path / "config.json").read_text())["layer"] == 1
+    assert abs(m["compact"] - m["masked"]) < 1e-9

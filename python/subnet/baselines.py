@@ -150,10 +150,10 @@ def _finish(run, out: Path, measure_latency: bool, small=None, full=None, **fiel
     return m
 
 
-def _prepared(backbone, max_seconds):
+def _prepared(backbone, max_seconds, layer="weighted"):
     from . import load_backbone
-    from .extraction import prepare_backbone
-    return prepare_backbone(load_backbone(backbone), max_seconds)
+    from .extraction import drop_unread_layers, prepare_backbone
+    return drop_unread_layers(prepare_backbone(load_backbone(backbone), max_seconds), layer)[0]
 
 
 def _fixed(cfg: ExtractConfig, info) -> ExtractConfig:
@@ -188,7 +188,7 @@ def random_units(backbone, artifact, train, valid, test=None, cfg: ExtractConfig
     """Random units, the artifact's per-group counts (seeded by cfg.seed); head trained."""
     info = reference_info(artifact)
     cfg = _fixed(cfg or reference_config(artifact), info)
-    bb = _prepared(backbone, max_seconds)
+    bb = _prepared(backbone, max_seconds, cfg.layer)
     _check_base(bb, info, artifact)
     run = _setup(bb, train, valid, test, cfg, Path(out), max_seconds, progress)
     run.ex.masked.set_keep(random_keep(info, cfg.seed))
@@ -205,7 +205,7 @@ def importance(backbone, artifact, train, valid, test=None, cfg: ExtractConfig |
     |sum dL/dg|; the head trained on for the remaining steps."""
     info = reference_info(artifact)
     cfg = _fixed(cfg or reference_config(artifact), info)
-    bb = _prepared(backbone, max_seconds)
+    bb = _prepared(backbone, max_seconds, cfg.layer)
     _check_base(bb, info, artifact)
     run = _setup(bb, train, valid, test, cfg, Path(out), max_seconds, progress)
     ex, first = run.ex, int(round(prune_at * cfg.steps))

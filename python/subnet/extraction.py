@@ -5,7 +5,7 @@ import copy
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -92,6 +92,28 @@ def evaluate_artifact(artifact, data, max_seconds: float | None = None, batch_si
             "skipped": ds.summary.as_dict()}
 
 
+def drop_unread_layers(backbone: nn.Module, layer) -> tuple[nn.Module, object]:
+    """(backbone, head layer) with the layers above the one an index-reading head reads
+    removed before training (they cost time and cannot change its input); the head then
+    reads the new last state. "weighted" heads read every layer: nothing changes."""
+    from .families import family_of
+    if layer == "weighted":
+        return backbone, layer
+    n_states = _count_states(backbone)
+    index = int(layer) % n_states
+    if index == n_states - 1:
+        return backbone, layer
+    cut = family_of(backbone).drop_layers_above(copy.deepcopy(backbone), index)
+    return (cut, index) if cut is not None else (backbone, layer)
+
+
+@torch.no_grad()
+def _count_states(backbone: nn.Module) -> int:
+    fe = front_end_for(backbone)
+    n = fe.sample_rate // 2
+    return len(backbone(**fe.inputs(torch.randn(1, n), torch.tensor([n])), output_hidden_states=True).hidden_states)
+
+
 def prepare_backbone(backbone: nn.Module, max_seconds: float | None) -> nn.Module:
     """Whisper's encoder insists on 30 s inputs; for short clips slice its positional table
     to `max_seconds` (DESIGN section 8: a fraction of the cost of padding to 30 s)."""
@@ -164,6 +186,8 @@ def extract(backbone, train, valid, test=None, cfg: ExtractConfig | None = None,
     from . import load_backbone
     cfg = cfg or ExtractConfig()
     backbone = prepare_backbone(load_backbone(backbone), max_seconds)
+    backbone, layer = drop_unread_layers(backbone, cfg.layer)
+    cfg = replace(cfg, layer=layer)
     run = setup_run(backbone, train, valid, test, cfg, Path(out), max_seconds, progress, skip_bad, resume)
     run_loop(run.ex, run.steps, run.valid, run.log, progress)
     if _is_dist() and dist.get_rank() != 0:

@@ -47,6 +47,12 @@ class Family:
     def describe(self, model: nn.Module) -> dict:
         raise NotImplementedError
 
+    def drop_layers_above(self, model: nn.Module, keep: int) -> nn.Module | None:
+        """`model` with only its first `keep` layers, so that its last hidden state equals
+        hidden state `keep` of the original (what a head reading that layer needs); None when
+        the family cannot do it."""
+        return None
+
     def can_skip_frozen(self, model: nn.Module) -> bool:
         """Can `install_gates` gate a copy shrunk by `shrink` (so frozen units need not be
         computed)? Families whose shrunk modules differ from the originals say no."""

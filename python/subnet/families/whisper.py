@@ -105,9 +105,24 @@ class WhisperFamily(Family):
         return self.encoder(model)[0](**inputs)
 
     def describe(self, model):
-        return {"class": type(model).__name__, "config": model.config.to_dict()}
+        final_norm = not isinstance(self.encoder(model)[0].layer_norm, torch.nn.Identity)
+        return {"class": type(model).__name__, "config": model.config.to_dict(), "final_norm": final_norm}
 
     def build(self, desc):
         from transformers.models.whisper import modeling_whisper
         cls = getattr(modeling_whisper, desc["class"])
-        return cls(transformers.WhisperConfig.from_dict(desc["config"]))
+        model = cls(transformers.WhisperConfig.from_dict(desc["config"]))
+        if desc.get("final_norm", True) is False:  # cut above the layer its head reads
+            self.encoder(model)[0].layer_norm = torch.nn.Identity()
+        return model
+
+    def drop_layers_above(self, model, keep):
+        """Hidden state k < n_layers of a WhisperEncoder is layer k-1's output (the last one
+        alone goes through the final LayerNorm), so keep k layers and drop that norm."""
+        enc, _ = self.encoder(model)
+        if type(model).__name__ != "WhisperEncoder" or keep >= len(enc.layers):
+            return model if keep >= len(enc.layers) else None
+        enc.layers = enc.layers[:keep]
+        enc.layer_norm = torch.nn.Identity()
+        enc.config.encoder_layers = keep
+        return model
