@@ -210,3 +210,20 @@ def test_layers_above_the_heads_layer_are_dropped(tones, tiny_whisper, tmp_path)
     assert len(pipe.encoder.layers) == 1 and isinstance(pipe.encoder.layer_norm, torch.nn.Identity)
     assert json.loads((tmp_path / "config.json").read_text())["layer"] == 1
     assert abs(m["compact"] - m["masked"]) < 1e-9
+
+
+def test_bf16_autocast_and_device_options(tones, tiny_whisper, tmp_path):
+    cfg = ExtractConfig(steps=8, batch_size=6, eval_every=4, t=0.3, lam=4.0, lr_gates=0.3, warmup=0.0,
+                        dtype="bf16", device="cpu")
+    m = extract(str(tiny_whisper), tones / "train", tones / "valid", tones / "test", cfg, tmp_path,
+                max_seconds=1.0, progress=False, measure_latency=False)
+    assert 0 <= m["compact"] <= 1 and m["params"]["kept_fraction"] < 1.0
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["loss"]) for r in log)
+    with pytest.raises(ValueError, match="dtype"):
+        extract(str(tiny_whisper), tones / "train", tones / "valid", None, ExtractConfig(steps=1, dtype="fp16"),
+                tmp_path / "bad", max_seconds=1.0, progress=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            extract(str(tiny_whisper), tones / "train", tones / "valid", None, ExtractConfig(steps=1, device="cuda"),
+                    tmp_path / "bad2", max_seconds=1.0, progress=False)

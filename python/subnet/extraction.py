@@ -226,10 +226,13 @@ def finish(run: Run, out: Path, measure_latency: bool = True, small: nn.Module |
     m_compact = ex.evaluate(batches, compact_pipe)
     extra = {"head": ex.head_config, "labels": ex.labels, "front_end": fe.describe(),
              "metrics": {"masked": m_masked["value"], "compact": m_compact["value"], "name": m_masked["metric"]}}
+    small = small.cpu()  # artifacts, FLOPs and latency: on the CPU, wherever training ran
     save(small, out, extra=extra)
-    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(out / "head.safetensors"))
+    save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, str(out / "head.safetensors"))
     with masked.gates_removed() as base:
         base = full if full is not None else base
+        if any(p.device.type != "cpu" for p in base.parameters()):
+            base = copy.deepcopy(base).cpu()
         n_base = sum(p.numel() for p in base.parameters())
         probe_len = int(max(train_ds.lengths()))
         inputs = fe.inputs(torch.randn(1, probe_len), torch.tensor([probe_len]))

@@ -33,7 +33,8 @@ class RawWaveFrontEnd(FrontEnd):
         self.model, self.normalize = model, normalize
 
     def inputs(self, waves, lengths):
-        mask = torch.arange(waves.shape[1])[None, :] < lengths[:, None]
+        lengths = lengths.to(waves.device)
+        mask = torch.arange(waves.shape[1], device=waves.device)[None, :] < lengths[:, None]
         x = waves
         if self.normalize:  # zero mean, unit variance over each clip's real samples
             n = lengths.clamp(min=1)[:, None].to(x.dtype)
@@ -44,7 +45,7 @@ class RawWaveFrontEnd(FrontEnd):
 
     def frames(self, lengths, n_frames):
         valid = self.model._get_feat_extract_output_lengths(lengths)
-        return torch.arange(n_frames)[None, :] < valid[:, None]
+        return torch.arange(n_frames, device=lengths.device)[None, :] < valid[:, None]
 
     def describe(self):
         return {"type": "RawWaveFrontEnd", "normalize": self.normalize}
@@ -72,19 +73,20 @@ class WhisperLogMel(FrontEnd):
         return cls(cfg.num_mel_bins, cfg.max_source_positions * 2 * cls.hop)
 
     def inputs(self, waves, lengths):
-        x = torch.zeros(waves.shape[0], self.n_samples, dtype=torch.float32)
+        x = torch.zeros(waves.shape[0], self.n_samples, dtype=torch.float32, device=waves.device)
         n = min(self.n_samples, waves.shape[1])
         x[:, :n] = waves[:, :n].float()
-        spec = torch.stft(x, self.n_fft, self.hop, window=self.window, return_complex=True)
-        power = spec[..., :-1].abs() ** 2
-        mel = (self.filters.T @ power).clamp(min=1e-10).log10()
+        with torch.autocast(waves.device.type, enabled=False):  # the spectrum in fp32 whatever the model runs in
+            spec = torch.stft(x, self.n_fft, self.hop, window=self.window.to(x.device), return_complex=True)
+            power = spec[..., :-1].abs() ** 2
+            mel = (self.filters.T.to(x.device) @ power).clamp(min=1e-10).log10()
         peak = mel.amax(dim=(1, 2), keepdim=True)
         mel = (torch.maximum(mel, peak - 8.0) + 4.0) / 4.0
         return {"input_features": mel}
 
     def frames(self, lengths, n_frames):
         valid = torch.ceil(lengths.float() / (2 * self.hop)).long().clamp(min=1)
-        return torch.arange(n_frames)[None, :] < valid[:, None]
+        return torch.arange(n_frames, device=lengths.device)[None, :] < valid[:, None]
 
     def describe(self):
         return {"type": "WhisperLogMel", "n_mels": self.n_mels, "n_samples": self.n_samples}

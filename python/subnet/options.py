@@ -26,10 +26,12 @@ _OPTIONS = {  # field: (flag, type, help)
     "align": ("--align", int, "round the kept conv/FFN units of each group to a multiple of N at "
               "compaction, best gate logits first"),
     "seed": ("--seed", int, "random seed (data order, head init, baseline choices)"),
+    "device": ("--device", str, "where training runs: auto (cuda when available) | cpu | cuda[:N]"),
+    "dtype": ("--dtype", str, "fp32 | bf16 (autocast of the encoder's forward pass; gates and head in fp32)"),
     "freeze_dead": ("--freeze-dead", int, "freeze a unit whose gate stayed 0 for K steps: it stops being "
                     "computed (faster steps; 0 = never)"),
 }
-_CHOICES = {"task": ["classify", "tag", "ctc"], "loss": ["seed", "mean", "budget"], "cost": ["params", "flops", "latency"]}
+_CHOICES = {"dtype": ["fp32", "bf16"], "task": ["classify", "tag", "ctc"], "loss": ["seed", "mean", "budget"], "cost": ["params", "flops", "latency"]}
 
 
 def add_data_options(p: argparse.ArgumentParser, backbone_required: bool = True) -> None:

@@ -30,6 +30,8 @@ class Pipeline(nn.Module):
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor | None = None):
         if lengths is None:
             lengths = torch.full((waves.shape[0],), waves.shape[1], dtype=torch.long)
+        device = next(self.head.parameters()).device  # the waveforms go where the model is
+        waves, lengths = waves.to(device), lengths.to(device)
         if self.cache is not None and not self._encoder_trains():
             states = self.cache.states(self.encode, waves, lengths, not self.front_end.fixed_length)
         else:

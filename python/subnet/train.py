@@ -52,6 +52,8 @@ class ExtractConfig:
     align: int = 1  # round kept conv/FFN units per group to a multiple of this at compaction
     cache_encoder: bool = True  # fixed gates + frozen encoder: compute each clip's hidden states once
     freeze_dead: int = 0  # > 0: a unit whose gate stayed 0 this many steps is frozen and no longer computed
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda[:N]
+    dtype: str = "fp32"  # fp32 | bf16 (autocast of the forward pass; gates and head stay fp32)
 
 
 @dataclass
@@ -61,13 +63,26 @@ class Batch:
     targets: object  # LongTensor (B,), FloatTensor (B, C) multi-hot, or list[str]
 
 
+DTYPES = ("fp32", "bf16")
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> cuda when torch sees a GPU, else cpu; anything else as torch reads it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: torch sees no CUDA device here (use --device cpu)")
+    return device
+
+
 def task_loss(task: str, logits, frames, targets, vocab: int | None = None):
     if task == "classify":
-        return F.cross_entropy(logits, targets)
+        return F.cross_entropy(logits, targets.to(logits.device))
     if task == "tag":
-        return F.binary_cross_entropy_with_logits(logits, targets)
+        return F.binary_cross_entropy_with_logits(logits, targets.to(logits.device))
     if task == "ctc":
-        ids, lens = targets[0], targets[1]
+        ids, lens = targets[0].to(logits.device), targets[1].to(logits.device)
         logp = logits.log_softmax(-1).transpose(0, 1)  # (F, B, V+1)
         return F.ctc_loss(logp, ids, frames.sum(1), lens, blank=0, zero_infinity=True)
     raise ValueError(task)
@@ -99,12 +114,15 @@ class Extractor:
     def __init__(self, backbone: nn.Module, n_out: int, cfg: ExtractConfig, out: Path,
                  labels: list[str] | None = None, front_end: FrontEnd | None = None):
         self.cfg, self.out, self.labels = cfg, Path(out), labels
+        self.device = resolve_device(cfg.device)
+        if cfg.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, not {cfg.dtype!r}")
         torch.manual_seed(cfg.seed)
-        self.masked: MaskedModel = self._attach(backbone)
+        self.masked: MaskedModel = self._attach(backbone).to(self.device)
         self.masked.backbone.eval()
         self.front_end = front_end or front_end_for(backbone)
         width, n_states = self._probe_shapes()
-        self.head = make_head(cfg.task, width, n_states, n_out, cfg.layer)
+        self.head = make_head(cfg.task, width, n_states, n_out, cfg.layer).to(self.device)
         for m in self.head.modules():
             if isinstance(m, nn.Dropout):
                 m.p = cfg.head_dropout
@@ -130,10 +148,14 @@ class Extractor:
         """The gate decision as bytes: part of every EncoderCache key."""
         return b"".join(k.numpy().tobytes() for k in self.masked.keep().values())
 
+    def autocast(self):
+        """bf16 autocast of the forward pass when `dtype` is bf16 (a no-op context otherwise)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.dtype == "bf16")
+
     @torch.no_grad()
     def _probe_shapes(self):
         sr = self.front_end.sample_rate
-        waves = torch.randn(1, sr // 2)
+        waves = torch.randn(1, sr // 2, device=self.device)
         out = self.masked(**self.front_end.inputs(waves, torch.tensor([sr // 2])), output_hidden_states=True)
         return out.hidden_states[-1].shape[-1], len(out.hidden_states)
 
@@ -145,8 +167,9 @@ class Extractor:
 
     def step(self, batch: Batch) -> dict:
         self.head.train()
-        logits, frames = self.pipeline(batch.waves, batch.lengths)
-        loss_task = task_loss(self.cfg.task, logits, frames, batch.targets)
+        with self.autocast():
+            logits, frames = self.pipeline(batch.waves, batch.lengths)
+        loss_task = task_loss(self.cfg.task, logits.float(), frames, batch.targets)
         gates = self.cfg.train_gates
         loss_sparse = self.sparsity(self.masked) * self.ramp() if gates else logits.new_zeros(())
         loss = loss_task + loss_sparse if self.cfg.coupled else loss_task
@@ -197,15 +220,17 @@ class Extractor:
         pipe.eval()
         outs, targets, frames_all = [], [], []
         for b in batches:
-            logits, frames = pipe(b.waves, b.lengths)
-            outs.append(logits)
+            with self.autocast():
+                logits, frames = pipe(b.waves, b.lengths)
+            outs.append(logits.float().cpu())
             targets.append(b.targets)
-            frames_all.append(frames)
+            frames_all.append(frames.cpu())
         return score(self.cfg.task, outs, targets, frames_all, self.labels)
 
     # --- checkpoints ------------------------------------------------------------------
     def checkpoint(self) -> dict:
         return {"step": self.state.step, "logits": [p.detach().clone() for p in self.masked.logits],
+                "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
                 "frozen": [getattr(self.masked, f"frozen_{i}").clone() for i in range(len(self.masked.logits))],
                 "dead_steps": [getattr(self.masked, f"dead_steps_{i}").clone() for i in range(len(self.masked.logits))],
                 "head": self.head.state_dict(), "opt": self.opt.state_dict(),
@@ -221,7 +246,9 @@ class Extractor:
                 getattr(self.masked, f"dead_steps_{i}").copy_(d)
         self.head.load_state_dict(ck["head"])
         self.opt.load_state_dict(ck["opt"])
-        torch.set_rng_state(ck["rng"])
+        torch.set_rng_state(ck["rng"].cpu())
+        if ck.get("cuda_rng") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(ck["cuda_rng"].cpu(), self.device)
         self.state = RunState(**ck["state"])
 
     def save_checkpoint(self, name: str = "checkpoint.pt") -> None:
