@@ -6,6 +6,9 @@
 #   3. benchmarks/bench_kernels.py --device cuda
 #   4. `subnet bench` compact vs dense: random-init whisper-base-shaped encoders at 50% and
 #      25% kept, batch 1 and 32, bf16, 30 s clips
+#   5. benchmarks/run.py --device cuda: mask-training step of whisper-base, batch 32 x 10 s, bf16,
+#      all units alive vs half frozen vs the paper's hooks + eager attention
+#   6. tests/test_extract.py -k on_device: a tiny extraction trained on the GPU in bf16
 # Everything lands in benchmarks/results/, named after the device: gpu-<device>-*.log|json|xml
 # and bench_kernels.py's kernels-cuda-<device>.json. Each step has its own time limit and all
 # of them end by 8 minutes; a failed step is reported and the others still run; the exit
@@ -155,11 +158,23 @@ step kernel-tests 100 "$PY" -m pytest -q -p no:cacheprovider -rs tests/kernels -
 if [ "$SMALL" = 1 ]; then
     step bench-kernels 100 "$PY" benchmarks/bench_kernels.py --device "$DEVICE" --reps 2 --only gated_act --no-save
 else
-    step bench-kernels 100 "$PY" benchmarks/bench_kernels.py --device "$DEVICE" --reps 11
+    step bench-kernels 80 "$PY" benchmarks/bench_kernels.py --device "$DEVICE" --reps 11
 fi
 
 # 4. compact vs dense
-step subnet-bench 150 bash -c bench
+step subnet-bench 110 bash -c bench
+
+# 5. the mask-training step, bf16: all alive vs half frozen vs paper-style (hooks, eager attention)
+if [ "$DEVICE" = cuda ]; then
+    step training-step 60 "$PY" benchmarks/run.py --device cuda --repeats 7
+else
+    step training-step 60 "$PY" benchmarks/run.py --quick --repeats 1 --only frozen_step --out "$(mktemp -d)" \
+        --doc /dev/null
+fi
+
+# 6. a whole (tiny) extraction on the device: training, compaction, artifact, CPU reload
+step extract-on-device 40 "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_extract.py -k on_device \
+    --junitxml="$PREFIX-extract-on-device.xml"
 
 echo "=== done in $((SECONDS - start)) s; $failed step(s) failed; results:"
 ls -1 "$PREFIX"-* "$RESULTS"/kernels-"$DEVICE"-* 2>/dev/null

@@ -59,15 +59,19 @@ def uniform_keep(mm, fraction: float, seed: int = 0) -> dict:
     return keep
 
 
-def interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict:
+def interleaved(fns: dict, repeats: int, warmup: int = 2, cuda: bool = False) -> dict:
+    """Median seconds per call, calls interleaved after warm-up (on CUDA: synchronised)."""
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     for f in fns.values():
         for _ in range(warmup):
             f()
     times = {k: [] for k in fns}
     for _ in range(repeats):
         for k, f in fns.items():
+            sync()
             t0 = time.perf_counter()
             f()
+            sync()
             times[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
@@ -100,30 +104,35 @@ def training_step(name: str, model, batch: int, seconds: float, repeats: int) ->
             "step_s": t["step"], "step_over_A*": t["step"] / t["A*"], "A*_over_A": t["A*"] / t["A"]}
 
 
-def frozen_step(name: str, model, fraction_dead: float, batch: int, seconds: float, repeats: int) -> dict:
+def frozen_step(name: str, model, fraction_dead: float, batch: int, seconds: float, repeats: int,
+                device: str = "cpu", bf16: bool = False) -> dict:
     """Mask-training step with every unit alive vs with `fraction_dead` of every group frozen
     (`--freeze-dead`: frozen units are not computed), and vs the paper's way of gating (hooks,
     eager attention, every unit computed, Whisper only), interleaved; each on its own copy."""
     import copy
     from paper_style import paper_style
-    x = inputs_for(model, batch, seconds)
+    x = {k: v.to(device) for k, v in inputs_for(model, batch, seconds).items()}
     width = model.config.d_model if hasattr(model.config, "d_model") else model.config.hidden_size
-    head = torch.nn.Linear(width, 8)
+    head = torch.nn.Linear(width, 8).to(device)
     variants = {"alive": subnet.attach_masks(copy.deepcopy(model)),
                 "frozen": subnet.attach_masks(copy.deepcopy(model))}
     if isinstance(model, WhisperEncoder):
         variants["paper"] = paper_style(copy.deepcopy(model))
     variants["frozen"].set_keep(uniform_keep(variants["frozen"], 1 - fraction_dead))
     variants["frozen"].freeze_dead()
+    variants = {k: mm.to(device) for k, mm in variants.items()}
 
     def step_of(mm):
         def step():
-            head(mm(**x).last_hidden_state).square().mean().backward()
+            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+                h = mm(**x).last_hidden_state
+            head(h.float()).square().mean().backward()
             mm.zero_grad(set_to_none=True)
         return step
 
-    t = interleaved({k: step_of(mm) for k, mm in variants.items()}, repeats)
-    out = {"model": name, "batch": batch, "seconds": seconds, "dead": fraction_dead,
+    t = interleaved({k: step_of(mm) for k, mm in variants.items()}, repeats, cuda=device.startswith("cuda"))
+    out = {"model": name, "batch": batch, "seconds": seconds, "dead": fraction_dead, "device": device,
+           "dtype": "bf16" if bf16 else "fp32",
            "alive_s": t["alive"], "frozen_s": t["frozen"], "frozen_over_alive": t["frozen"] / t["alive"]}
     if "paper" in t:
         out.update(paper_s=t["paper"], alive_over_paper=t["alive"] / t["paper"])
@@ -179,12 +188,16 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--only", nargs="+", choices=SECTIONS, help="run these sections; the others are kept from "
                     "today's results file when it has them")
+    ap.add_argument("--device", default="cpu", help="cpu (every section, fp32) or cuda (the training-step "
+                    "comparison only, bf16 autocast, batch 32 x 10 s; results named gpu-<device>-<date>.json)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--doc", default=str(ROOT / "docs" / "PERFORMANCE.md"))
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     reps = args.repeats or (3 if args.quick else 11)
     secs = 1.0 if args.quick else 5.0
+    if args.device != "cpu":
+        return gpu_main(args, reps)
     todo = set(args.only or SECTIONS)
     out = Path(args.out) / f"cpu-{datetime.date.today().isoformat()}.json"
     res = {k: v for k, v in json.loads(out.read_text()).items() if k in SECTIONS} if out.is_file() else {}
@@ -216,6 +229,20 @@ def main(argv=None) -> int:
     shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     Path(args.doc).write_text(render(res, machine, shown))
     print(f"wrote {out} and {args.doc}")
+    return 0
+
+
+def gpu_main(args, reps: int) -> int:
+    """On a CUDA device: the mask-training step of whisper-base (batch 32 x 10 s, bf16 autocast)
+    all alive vs half frozen vs paper-style, interleaved and synchronised."""
+    name = torch.cuda.get_device_name(args.device)
+    tag = "".join(c if c.isalnum() else "-" for c in name).strip("-").lower()
+    batch, secs = (4, 1.0) if args.quick else (32, 10.0)
+    rows = [frozen_step("whisper-base", whisper_base(secs), 0.5, batch, secs, reps, args.device, bf16=True)]
+    print(rows[0], flush=True)
+    out = Path(args.out) / f"gpu-{tag}-{datetime.date.today().isoformat()}.json"
+    out.write_text(json.dumps({"device": name, "torch": torch.__version__, "frozen_step": rows}, indent=1))
+    print(f"wrote {out}")
     return 0
 
 

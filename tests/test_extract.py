@@ -227,3 +227,16 @@ def test_bf16_autocast_and_device_options(tones, tiny_whisper, tmp_path):
         with pytest.raises(ValueError, match="no CUDA device"):
             extract(str(tiny_whisper), tones / "train", tones / "valid", None, ExtractConfig(steps=1, device="cuda"),
                     tmp_path / "bad2", max_seconds=1.0, progress=False)
+
+
+def test_extract_on_device(tones, tiny_whisper, tmp_path):
+    """Training on the accelerator in bf16 (on a CPU-only machine: the CPU); the artifact is
+    written from CPU tensors and reloads on the CPU with the same predictions."""
+    from subnet.pipeline import load_pipeline
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg = ExtractConfig(steps=6, batch_size=6, eval_every=3, t=0.5, device=device, dtype="bf16")
+    m = extract(str(tiny_whisper), tones / "train", tones / "valid", tones / "test", cfg, tmp_path,
+                max_seconds=1.0, progress=False, measure_latency=True)
+    assert np.isfinite(m["compact"]) and m["latency_batch1"]["compact"]["median_s"] > 0
+    pipe = load_pipeline(tmp_path)
+    assert all(p.device.type == "cpu" for p in pipe.parameters())
