@@ -240,3 +240,18 @@ def test_extract_on_device(tones, tiny_whisper, tmp_path):
     assert np.isfinite(m["compact"]) and m["latency_batch1"]["compact"]["median_s"] > 0
     pipe = load_pipeline(tmp_path)
     assert all(p.device.type == "cpu" for p in pipe.parameters())
+
+
+def test_prefetched_batches_are_the_same_batches():
+    from subnet.train import Prefetched
+    import threading
+    calls = []
+
+    def fn(step):
+        calls.append((step, threading.current_thread().name))
+        return step * 10
+    with Prefetched(fn, last=5) as batches:
+        got = [batches(s) for s in range(6)] + [batches(2)]  # a jump back recomputes
+    assert got == [0, 10, 20, 30, 40, 50, 20]
+    assert [c[0] for c in calls] == [0, 1, 2, 3, 4, 5, 2, 3]  # in order, one step ahead, never past `last`
+    assert all(name.startswith("subnet-batches") for _, name in calls)

@@ -299,6 +299,42 @@ def run_loop(ex: Extractor, train_batch, valid_batches, log: JsonlLog, progress:
     rank0 = not _is_dist() or dist.get_rank() == 0
     bar = tqdm(total=cfg.steps, initial=ex.state.step, disable=not (progress and rank0),
                desc="extract", unit="step", dynamic_ncols=True)
+    with Prefetched(train_batch, last=cfg.steps - 1) as batches:
+        _loop(ex, batches, valid_batches, log, bar)
+    bar.close()
+    return ex.state
+
+
+class Prefetched:
+    """`fn(step)` computed one step ahead on a background thread, so that reading and
+    decoding the next batch overlaps the current step; calls stay in step order on that one
+    thread, so the batches are exactly those of calling `fn` directly."""
+
+    def __init__(self, fn, last: int):
+        from concurrent.futures import ThreadPoolExecutor
+        self.fn, self.last = fn, last
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="subnet-batches")
+        self.pending = None  # (step, future)
+
+    def __call__(self, step: int):
+        if self.pending is not None and self.pending[0] == step:
+            batch = self.pending[1].result()
+        else:
+            if self.pending is not None:
+                self.pending[1].result()  # never two calls of fn at once
+            batch = self.pool.submit(self.fn, step).result()
+        self.pending = (step + 1, self.pool.submit(self.fn, step + 1)) if step < self.last else None
+        return batch
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.pool.shutdown(wait=True)  # the caller may call fn itself afterwards
+
+
+def _loop(ex: Extractor, train_batch, valid_batches, log: JsonlLog, bar) -> None:
+    cfg = ex.cfg
     while ex.state.step < cfg.steps:
         rec = ex.step(train_batch(ex.state.step))
         bar.update(1)
@@ -314,8 +350,6 @@ def run_loop(ex: Extractor, train_batch, valid_batches, log: JsonlLog, progress:
                         **({"valid": f"{rec['valid']:.3f}"} if "valid" in rec else {}))
         if s % cfg.checkpoint_every == 0 or s == cfg.steps:
             ex.save_checkpoint()
-    bar.close()
-    return ex.state
 
 
 KEPT_TOLERANCE = 0.02
