@@ -190,6 +190,8 @@ def main(argv=None) -> int:
                     "today's results file when it has them")
     ap.add_argument("--device", default="cpu", help="cpu (every section, fp32) or cuda (the training-step "
                     "comparison only, bf16 autocast, batch 32 x 10 s; results named gpu-<device>-<date>.json)")
+    ap.add_argument("--render", action="store_true", help="measure nothing: rewrite the doc from today's results "
+                    "file (and the latest whole_run.py results)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--doc", default=str(ROOT / "docs" / "PERFORMANCE.md"))
     args = ap.parse_args(argv)
@@ -198,10 +200,10 @@ def main(argv=None) -> int:
     secs = 1.0 if args.quick else 5.0
     if args.device != "cpu":
         return gpu_main(args, reps)
-    todo = set(args.only or SECTIONS)
+    todo = set() if args.render else set(args.only or SECTIONS)
     out = Path(args.out) / f"cpu-{datetime.date.today().isoformat()}.json"
     res = {k: v for k, v in json.loads(out.read_text()).items() if k in SECTIONS} if out.is_file() else {}
-    wb, w2 = whisper_base(secs), wav2vec2_base()
+    wb, w2 = (whisper_base(secs), wav2vec2_base()) if todo else (None, None)
     if "training_step" in todo:
         res["training_step"] = []
         for name, m in (("whisper-base", wb), ("wav2vec2-base", w2)):
@@ -225,7 +227,8 @@ def main(argv=None) -> int:
             print(res["compaction"][-1], flush=True)
     machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                "torch": torch.__version__, "transformers": transformers.__version__, "quick": args.quick}
-    out.write_text(json.dumps({"machine": machine, **res}, indent=1))
+    if todo:
+        out.write_text(json.dumps({"machine": machine, **res}, indent=1))
     shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     Path(args.doc).write_text(render(res, machine, shown))
     print(f"wrote {out} and {args.doc}")
@@ -292,6 +295,13 @@ def render(res: dict, machine: dict, source) -> str:
                   f"reverse order), mean training time, both test metrics. {w['machine']['threads']} threads. "
                   "Target: >= 1.5x faster than paper-style at a metric within 0.5 point.", "",
                   render_whole_run(w["rows"], w["steps"])]
+    aligned = sorted((ROOT / "benchmarks" / "results").glob("align-effect-cpu-*.json"))
+    if aligned:
+        from align_effect import render as render_align
+        a = json.loads(aligned[-1].read_text())
+        lines += ["", "## Hardware-aligned compaction (`--align N`)", "",
+                  f"`benchmarks/align_effect.py` ({aligned[-1].relative_to(ROOT)}), {a['threads']} threads, 21 "
+                  "interleaved calls per model.", "", render_align(a["rows"], a["run"])]
     return "\n".join(lines) + "\n"
 
 
