@@ -298,7 +298,8 @@ def plot_kept_heatmap(runs, path, title: str = "") -> dict:
 
 def plot_costs(runs, path) -> dict:
     """Horizontal bars per run: batch-1 latency (median, p10-p90 whiskers, ms) and file size
-    (MB); the full encoder drawn first. Returns {"latency_ms": {label: v}, "file_mb": {...}}."""
+    (MB, not repeated for baselines, which have their reference's architecture); the full
+    encoder drawn first. Returns {"latency_ms": {label: v}, "file_mb": {...}}."""
     lat, err, size = {}, {}, {}
     if len(by_task(runs)) > 1:  # one figure for every task: say which task each bar is
         runs = [{**m, "label": f"{task_of(m)}: {m['label']}"} for m in runs]
@@ -317,7 +318,8 @@ def plot_costs(runs, path) -> dict:
             c = m["latency_batch1"]["compact"]
             lat[m["label"]] = 1e3 * c["median_s"]
             err[m["label"]] = (1e3 * (c["median_s"] - c["p10_s"]), 1e3 * (c["p90_s"] - c["median_s"]))
-        size[m["label"]] = m["file_bytes"] / 1e6
+        if not m.get("reference"):  # a baseline has its reference's architecture, hence its file size
+            size[m["label"]] = m["file_bytes"] / 1e6
     n = max(len(lat), len(size), 1)
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.38 * n + 1.6), constrained_layout=True)
     for ax, data, unit, name in ((axes[0], lat, "ms", "latency, batch 1 (median, p10-p90)"),
