@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
     seconds = front["n_samples"] / 16000  # the clip length the run was made with (Whisper front end)
     manifest = m["train_set"].rsplit("@", 1)[0]
     bb = prepare_backbone(load_backbone(m["backbone"]), seconds)
-    run = setup_run(bb, f"{manifest}@train", f"{manifest}@valid", f"{manifest}@test", cfg, Path("/tmp/align-effect"),
+    run = setup_run(bb, f"{manifest}@train", f"{manifest}@valid", f"{manifest}@test", cfg, Path(tempfile.mkdtemp(prefix="align-effect-")),
                     seconds, progress=False)
     ex = run.ex
     ex.restore(torch.load(run_dir / "best.pt", weights_only=True))

@@ -20,6 +20,7 @@ import json
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -61,8 +62,9 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=Protocol.steps)
     ap.add_argument("-t", type=float, default=0.45)
     ap.add_argument("--freeze-dead", type=int, default=10)
-    ap.add_argument("--out", default="/tmp/subnet-whole-run")
+    ap.add_argument("--out", help="where the runs go (default: a new temporary folder)")
     args = ap.parse_args(argv)
+    args.out = args.out or tempfile.mkdtemp(prefix="subnet-whole-run-")
     exp = next(e for e in EXPERIMENTS if e.recipe == "kws-tts")
     cfg = replace(Protocol(steps=args.steps).config(exp, seed=0, t=args.t), checkpoint_every=10 ** 9)
     variants = {"paper-style": cfg, "subnet": cfg, f"subnet --freeze-dead {args.freeze_dead}":

@@ -319,9 +319,7 @@ class Prefetched:
     def __call__(self, step: int):
         if self.pending is not None and self.pending[0] == step:
             batch = self.pending[1].result()
-        else:
-            if self.pending is not None:
-                self.pending[1].result()  # never two calls of fn at once
+        else:  # on the pool's one thread, after any pending call: never two calls of fn at once
             batch = self.pool.submit(self.fn, step).result()
         self.pending = (step + 1, self.pool.submit(self.fn, step + 1)) if step < self.last else None
         return batch

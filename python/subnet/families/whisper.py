@@ -120,8 +120,10 @@ class WhisperFamily(Family):
         """Hidden state k < n_layers of a WhisperEncoder is layer k-1's output (the last one
         alone goes through the final LayerNorm), so keep k layers and drop that norm."""
         enc, _ = self.encoder(model)
-        if type(model).__name__ != "WhisperEncoder" or keep >= len(enc.layers):
-            return model if keep >= len(enc.layers) else None
+        if keep >= len(enc.layers):
+            return model
+        if type(model).__name__ != "WhisperEncoder":
+            return None  # inside a full Whisper model the decoder reads the last state
         enc.layers = enc.layers[:keep]
         enc.layer_norm = torch.nn.Identity()
         enc.config.encoder_layers = keep
