@@ -17,6 +17,17 @@ from typing import Callable
 import torch
 
 
+def clip_keys(state: bytes, waves: torch.Tensor, lengths: torch.Tensor, width_matters: bool) -> list[bytes]:
+    """One key per clip: a digest of `state`, its samples and (when it matters) the padded width."""
+    keys = []
+    for wave, n in zip(waves, lengths.tolist()):
+        h = hashlib.blake2b(state, digest_size=16)
+        h.update(int(waves.shape[1] if width_matters else -1).to_bytes(8, "little", signed=True))
+        h.update(wave[:n].detach().cpu().contiguous().numpy().tobytes())
+        keys.append(h.digest())
+    return keys
+
+
 class EncoderCache:
     """Per-clip hidden states, up to `max_bytes` (then new clips are computed, not stored)."""
 
@@ -25,22 +36,12 @@ class EncoderCache:
         self.store: dict[bytes, tuple[torch.Tensor, ...]] = {}
         self.bytes = self.hits = self.misses = 0
 
-    def _keys(self, waves: torch.Tensor, lengths: torch.Tensor, width_matters: bool) -> list[bytes]:
-        state = self.state_key()
-        keys = []
-        for wave, n in zip(waves, lengths.tolist()):
-            h = hashlib.blake2b(state, digest_size=16)
-            h.update(int(waves.shape[1] if width_matters else -1).to_bytes(8, "little", signed=True))
-            h.update(wave[:n].detach().cpu().contiguous().numpy().tobytes())
-            keys.append(h.digest())
-        return keys
-
     def states(self, encode: Callable, waves: torch.Tensor, lengths: torch.Tensor,
                width_matters: bool = True) -> tuple[torch.Tensor, ...]:
         """`encode(waves, lengths)`'s hidden states, from the store when every clip is in it.
         `width_matters`: the batch's padded width is part of the key (False when the front end
         pads every clip to one fixed length anyway)."""
-        keys = self._keys(waves, lengths, width_matters)
+        keys = clip_keys(self.state_key(), waves, lengths, width_matters)
         if all(k in self.store for k in keys):
             self.hits += len(keys)
             per_clip = [self.store[k] for k in keys]

@@ -214,6 +214,9 @@ def finish(run: Run, out: Path, measure_latency: bool = True, small: nn.Module |
     cfg = ex.cfg
     best = torch.load(out / "best.pt", weights_only=True)
     ex.restore(best)
+    if ex.pipeline.front_end_cache is not None:  # training is over: the compact copy must not carry it
+        ex.pipeline.front_end_cache.remove()
+        ex.pipeline.front_end_cache = None
     masked = ex.masked
     if cfg.align > 1:  # the masked model is evaluated with the aligned decision too
         masked.set_keep(aligned_keep(masked, cfg.align))

@@ -65,6 +65,9 @@ def add_config_options(p: argparse.ArgumentParser, defaults: ExtractConfig | Non
     if gates:
         p.add_argument("--coupled", action="store_true", default=None,
                        help="put lambda * L_s through Adam with the task loss (the paper's recipe)")
+    p.add_argument("--no-front-end-cache", dest="cache_front_end", action="store_false", default=None,
+                   help="recompute the conv front end every step even when no gate sits in it (same "
+                        "results, slower; for timing comparisons)")
     if not gates:
         p.add_argument("--no-encoder-cache", dest="cache_encoder", action="store_false", default=None,
                        help="recompute the frozen encoder every step instead of once per clip (same "
@@ -76,7 +79,7 @@ def add_config_options(p: argparse.ArgumentParser, defaults: ExtractConfig | Non
 def config_from_args(args, base: ExtractConfig | None = None) -> ExtractConfig:
     """`base` with every flag the user gave applied on top."""
     base = base or ExtractConfig()
-    names = set(_OPTIONS) | {"coupled", "cache_encoder"}  # not t (a sweep's list) nor train_gates (the method's)
+    names = set(_OPTIONS) | {"coupled", "cache_encoder", "cache_front_end"}  # not t (a sweep's list) nor train_gates (the method's)
     given = {f.name: getattr(args, f.name) for f in fields(ExtractConfig)
              if f.name in names and getattr(args, f.name, None) is not None}
     if "kinds" in given:

@@ -19,10 +19,15 @@ class Pipeline(nn.Module):
         self.encoder, self.head, self.task = encoder, head, task
         self.front_end, self.labels = front_end, labels
         self.cache = None  # an EncoderCache, consulted only while nothing in the encoder trains
+        self.front_end_cache = None  # a FrontEndCache: its wrapped modules see the clips of `encode`
 
     def encode(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The encoder's hidden states (every layer) for a batch of waveforms."""
-        return self.encoder(**self.front_end.inputs(waves, lengths), output_hidden_states=True).hidden_states
+        inputs = self.front_end.inputs(waves, lengths)
+        if self.front_end_cache is None:
+            return self.encoder(**inputs, output_hidden_states=True).hidden_states
+        with self.front_end_cache.clips(waves, lengths, not self.front_end.fixed_length):
+            return self.encoder(**inputs, output_hidden_states=True).hidden_states
 
     def _encoder_trains(self) -> bool:
         return any(p.requires_grad for p in self.encoder.parameters())

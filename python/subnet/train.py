@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .encoder_cache import EncoderCache
+from .front_end_cache import FrontEndCache
 from .frontends import FrontEnd, front_end_for
 from .pipeline import Pipeline
 from .gates import MaskedModel
@@ -51,6 +52,7 @@ class ExtractConfig:
     warmup: float = 0.1  # fraction of the steps over which lambda ramps up from 0
     align: int = 1  # round kept conv/FFN units per group to a multiple of this at compaction
     cache_encoder: bool = True  # fixed gates + frozen encoder: compute each clip's hidden states once
+    cache_front_end: bool = True  # no gate in the conv front end: compute its output once per clip
     freeze_dead: int = 0  # > 0: a unit whose gate stayed 0 this many steps is frozen and no longer computed
     device: str = "auto"  # auto (cuda when available) | cpu | cuda[:N]
     dtype: str = "fp32"  # fp32 | bf16 (autocast of the forward pass; gates and head stay fp32)
@@ -131,6 +133,10 @@ class Extractor:
         self.pipeline = Pipeline(self.masked, self.front_end, self.head, cfg.task, labels)
         if cfg.cache_encoder and not cfg.train_gates:
             self.pipeline.cache = EncoderCache(self._gate_state)
+        paths = self.masked.family.front_end_modules(self.masked.backbone)
+        if cfg.cache_front_end and FrontEndCache.applies(self.masked.backbone, paths, self.masked.groups):
+            self.pipeline.front_end_cache = FrontEndCache()
+            self.pipeline.front_end_cache.install(self.masked.backbone, paths)
         groups = [{"params": list(self.head.parameters()), "lr": cfg.lr_head}]
         if cfg.train_gates:
             groups.append({"params": list(self.masked.logits), "lr": cfg.lr_gates})

@@ -53,6 +53,12 @@ class Family:
         the family cannot do it."""
         return None
 
+    def front_end_modules(self, model: nn.Module) -> list[str]:
+        """Paths of the modules that turn the model input into the first layer's input (the
+        conv front end): pure functions of the clip when no gate sits in them, so their
+        outputs can be cached per clip (`FrontEndCache`). Empty when there are none."""
+        return []
+
     def can_skip_frozen(self, model: nn.Module) -> bool:
         """Can `install_gates` gate a copy shrunk by `shrink` (so frozen units need not be
         computed)? Families whose shrunk modules differ from the originals say no."""

@@ -54,6 +54,9 @@ class TorchaudioWav2Vec2Family(Family):
     def matches(self, model):
         return isinstance(model, torchaudio.models.Wav2Vec2Model)
 
+    def front_end_modules(self, model):
+        return ["feature_extractor"]
+
     def discover(self, model, kinds):
         convs = model.feature_extractor.conv_layers
         proj = model.encoder.feature_projection

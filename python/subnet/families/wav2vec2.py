@@ -35,6 +35,9 @@ class Wav2Vec2Family(Family):
     def matches(self, model):
         return type(model).__name__ in CLASSES
 
+    def front_end_modules(self, model):
+        return ["feature_extractor"]
+
     # --- discovery ----------------------------------------------------------------------
     def discover(self, model, kinds):
         cfg = model.config

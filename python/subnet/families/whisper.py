@@ -31,6 +31,10 @@ class WhisperFamily(Family):
                 "WhisperForConditionalGeneration": "model.encoder"}[name]
         return (model.get_submodule(path) if path else model), (path + "." if path else "")
 
+    def front_end_modules(self, model):
+        _, pre = self.encoder(model)
+        return [f"{pre}conv1", f"{pre}conv2"]
+
     def discover(self, model, kinds):
         root = model
         model, pre = self.encoder(root)
