@@ -145,6 +145,18 @@ def test_vs_and_single_model(whisper_dir, tmp_path, one_thread):
     assert report["models"]["model"]["file_bytes"] > 0
 
 
+@pytest.mark.slow
+def test_compiled_models(whisper_dir, tmp_path, one_thread):
+    out = tmp_path / "compiled.json"
+    assert benchcli.main(["bench", str(whisper_dir), "--compile", "--batch", "1", "--seconds", "0.1",
+                          "--repeats", "2", "--warmup", "1", "--json", str(out), *one_thread]) == 0
+    report = json.loads(out.read_text())
+    assert report["environment"]["compiled"] is True
+    run = report["runs"][0]
+    assert run["compact"]["flops"] < run["dense"]["flops"] and run["compact"]["n"] == 2
+    assert "torch.compile" in benchcli.format_report(report)
+
+
 def test_bad_arguments(whisper_dir):
     with pytest.raises(SystemExit):
         benchcli.main(["bench", str(whisper_dir), "--batch", "0"])

@@ -297,12 +297,15 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 def run_bench(subjects: dict[str, Subject], batches=(1, 8), seconds=(1.0,), device: str = "cpu",
               dtype: str = "fp32", repeats: int = 15, warmup: int = 3, flops: bool = True,
-              memory: bool = True, seed: int = 0, timed=None) -> dict:
+              memory: bool = True, seed: int = 0, timed=None, compile: bool = False) -> dict:
     """Measure every subject at every (batch, seconds); the first subject is "the model",
-    the second (if any) its baseline. Returns the JSON-able report."""
+    the second (if any) its baseline. Returns the JSON-able report.
+
+    `compile`: time (and measure the memory of) `torch.compile` of every model, each compiled
+    for the shapes of a configuration before its warm-up; FLOPs are counted on the eager models."""
     torch_dtype = DTYPES[dtype]
     names = list(subjects)
-    report = {"environment": environment(device, dtype),
+    report = {"environment": {**environment(device, dtype), "compiled": compile},
               "models": {k: s.describe() for k, s in subjects.items()}, "runs": []}
     timed = timed or timer(device)
     for sec in seconds:
@@ -314,13 +317,16 @@ def run_bench(subjects: dict[str, Subject], batches=(1, 8), seconds=(1.0,), devi
                 raw, notes[k] = make_inputs(models[k], subjects[k].family, b, sec,
                                             torch.Generator().manual_seed(seed))
                 inputs[k] = to_device(raw, device, torch_dtype)
-            fns = {k: _caller(subjects[k].family, m, inputs[k]) for k, m in models.items()}
+            eager = {k: _caller(subjects[k].family, m, inputs[k]) for k, m in models.items()}
+            fns = {k: torch.compile(f) for k, f in eager.items()} if compile else eager
             run = {"batch": b, "seconds": sec, "inputs": shapes(inputs[first]),
                    "note": "; ".join(sorted(set(n for n in notes.values() if n)))}
             for k in names:
                 run[k] = {}
+                if compile:
+                    fns[k]()  # compilation happens here, outside warm-up and timing
                 if flops:
-                    run[k]["flops"] = count_flops(fns[k], models[k])
+                    run[k]["flops"] = count_flops(eager[k], models[k])
                 if memory:
                     fns[k]()  # allocator warm-up, so the peak is the call's, not first-touch costs
                     run[k]["memory"] = peak_memory(fns[k], device)
@@ -335,7 +341,7 @@ def run_bench(subjects: dict[str, Subject], batches=(1, 8), seconds=(1.0,), devi
                     run["comparison"]["ideal_speedup"] = ideal
                     run["comparison"]["fraction_of_ideal"] = run["comparison"]["latency_ratio"] / ideal
             report["runs"].append(run)
-            del inputs, fns
+            del inputs, fns, eager
         del models
     return report
 
@@ -363,7 +369,8 @@ def _mb(n) -> str:
 def format_report(report: dict) -> str:
     names = list(report["models"])
     env = report["environment"]
-    lines = [f"{env['device']} | torch {env['torch']} | {env['threads']} threads | {env['dtype']}", ""]
+    compiled = " | torch.compile" if env.get("compiled") else ""
+    lines = [f"{env['device']} | torch {env['torch']} | {env['threads']} threads | {env['dtype']}{compiled}", ""]
     lines.append(f"{'':12s} {'params':>12s} {'weights':>11s} {'file':>11s}  source")
     for k in names:
         m = report["models"][k]
@@ -437,7 +444,8 @@ def _bench(args) -> int:
         subjects = {"model": model}
     try:
         report = run_bench(subjects, args.batch, args.seconds, args.device, args.dtype, args.repeats,
-                           args.warmup, flops=not args.no_flops, memory=not args.no_memory)
+                           args.warmup, flops=not args.no_flops, memory=not args.no_memory,
+                           compile=args.compile)
     except ValueError as e:  # e.g. more seconds than a Whisper window holds
         raise SystemExit(f"subnet bench: {e}") from None
     print(format_report(report))
@@ -468,6 +476,8 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=15, help="timed calls per model and configuration")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls per model first")
     p.add_argument("--threads", type=int, help="torch CPU threads (unset: torch's choice)")
+    p.add_argument("--compile", action="store_true", help="time torch.compile of both models (compiled "
+                   "before warm-up; fuses the elementwise work that pruning does not shrink)")
     p.add_argument("--no-flops", action="store_true", help="skip counting FLOPs")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory call")
     p.add_argument("--json", help="also write the full report (per-call statistics) to this file")
