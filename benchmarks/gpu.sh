@@ -9,6 +9,7 @@
 #   5. benchmarks/run.py --device cuda: mask-training step of whisper-base, batch 32 x 10 s, bf16,
 #      all units alive vs half frozen vs the paper's hooks + eager attention
 #   6. tests/test_extract.py -k on_device: a tiny extraction trained on the GPU in bf16
+#   7. `subnet bench --compile reduce-overhead` (CUDA graphs) of the 25% artifact, batch 1
 # Everything lands in benchmarks/results/, named after the device: gpu-<device>-*.log|json|xml
 # and bench_kernels.py's kernels-cuda-<device>.json. Each step has its own time limit and all
 # of them end by 8 minutes; a failed step is reported and the others still run; the exit
@@ -140,7 +141,18 @@ bench() {
     rm -rf "$art"
     return $rc
 }
-export -f build make_artifacts bench
+bench_graphs() {  # 25% kept, batch 1 (where launch overhead matters most), compiled with CUDA graphs
+    local seconds=30 dtype=bf16 art rc=0
+    [ "$SMALL" = 1 ] && seconds=1 && { [ "$DEVICE" = cuda ] || dtype=fp32; }
+    art=$(mktemp -d) || return 1
+    make_artifacts "$art" || { rm -rf "$art"; return 1; }
+    "$PY" -m subnet.benchcli bench "$art/whisper-base-25" --device "$DEVICE" --batch 1 --seconds "$seconds" \
+        --dtype "$dtype" --repeats 20 --warmup 5 --compile reduce-overhead --no-memory \
+        --json "$PREFIX-subnet-bench-whisper-base-25-graphs.json" || rc=1
+    rm -rf "$art"
+    return $rc
+}
+export -f build make_artifacts bench bench_graphs
 
 if [ "$DEVICE" = cuda ]; then
     step build 200 bash -c build
@@ -175,6 +187,10 @@ fi
 # 6. a whole (tiny) extraction on the device: training, compaction, artifact, CPU reload
 step extract-on-device 40 "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_extract.py -k on_device \
     --junitxml="$PREFIX-extract-on-device.xml"
+
+# 7. (last: it gets what time is left) compact vs dense under torch.compile(mode="reduce-overhead"):
+# fused elementwise work, CUDA graphs replayed
+step subnet-bench-graphs 90 bash -c bench_graphs
 
 echo "=== done in $((SECONDS - start)) s; $failed step(s) failed; results:"
 ls -1 "$PREFIX"-* "$RESULTS"/kernels-"$DEVICE"-* 2>/dev/null

@@ -297,12 +297,13 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 def run_bench(subjects: dict[str, Subject], batches=(1, 8), seconds=(1.0,), device: str = "cpu",
               dtype: str = "fp32", repeats: int = 15, warmup: int = 3, flops: bool = True,
-              memory: bool = True, seed: int = 0, timed=None, compile: bool = False) -> dict:
+              memory: bool = True, seed: int = 0, timed=None, compile: str | None = None) -> dict:
     """Measure every subject at every (batch, seconds); the first subject is "the model",
     the second (if any) its baseline. Returns the JSON-able report.
 
-    `compile`: time (and measure the memory of) `torch.compile` of every model, each compiled
-    for the shapes of a configuration before its warm-up; FLOPs are counted on the eager models."""
+    `compile`: a torch.compile mode ("default", "reduce-overhead": CUDA graphs on a GPU,
+    "max-autotune"); every model is then timed (and its memory measured) compiled, compiled for
+    the shapes of a configuration before its warm-up; FLOPs are counted on the eager models."""
     torch_dtype = DTYPES[dtype]
     names = list(subjects)
     report = {"environment": {**environment(device, dtype), "compiled": compile},
@@ -318,7 +319,7 @@ def run_bench(subjects: dict[str, Subject], batches=(1, 8), seconds=(1.0,), devi
                                             torch.Generator().manual_seed(seed))
                 inputs[k] = to_device(raw, device, torch_dtype)
             eager = {k: _caller(subjects[k].family, m, inputs[k]) for k, m in models.items()}
-            fns = {k: torch.compile(f) for k, f in eager.items()} if compile else eager
+            fns = {k: torch.compile(f, mode=compile) for k, f in eager.items()} if compile else eager
             run = {"batch": b, "seconds": sec, "inputs": shapes(inputs[first]),
                    "note": "; ".join(sorted(set(n for n in notes.values() if n)))}
             for k in names:
@@ -369,7 +370,7 @@ def _mb(n) -> str:
 def format_report(report: dict) -> str:
     names = list(report["models"])
     env = report["environment"]
-    compiled = " | torch.compile" if env.get("compiled") else ""
+    compiled = f" | torch.compile ({env['compiled']})" if env.get("compiled") else ""
     lines = [f"{env['device']} | torch {env['torch']} | {env['threads']} threads | {env['dtype']}{compiled}", ""]
     lines.append(f"{'':12s} {'params':>12s} {'weights':>11s} {'file':>11s}  source")
     for k in names:
@@ -476,8 +477,10 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=15, help="timed calls per model and configuration")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls per model first")
     p.add_argument("--threads", type=int, help="torch CPU threads (unset: torch's choice)")
-    p.add_argument("--compile", action="store_true", help="time torch.compile of both models (compiled "
-                   "before warm-up; fuses the elementwise work that pruning does not shrink)")
+    p.add_argument("--compile", nargs="?", const="default", choices=["default", "reduce-overhead", "max-autotune"],
+                   help="time torch.compile of both models in this mode (compiled before warm-up; fuses the "
+                        "elementwise work that pruning does not shrink; reduce-overhead replays CUDA graphs "
+                        "on a GPU)")
     p.add_argument("--no-flops", action="store_true", help="skip counting FLOPs")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory call")
     p.add_argument("--json", help="also write the full report (per-call statistics) to this file")
