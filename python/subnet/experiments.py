@@ -6,7 +6,9 @@ with the same protocol (steps, batch, clip length, learning rates):
   - the probe (full frozen encoder + head) for every seed;
   - random, importance and scratch at every (target, seed), each referencing the extraction of
     that target and seed (same per-group unit counts / same compact architecture);
-  - scratch with 4x the steps at one target, seed 0.
+  - scratch with 4x the steps at one target, seed 0;
+  - the probe with 4x the steps, seed 0: is the same-budget probe, the reference of "within 1
+    point", still learning?
 Training jobs run two at a time, one thread each (on 2 cores this beats one job on two threads
 for batches this small). Batch-1 CPU latency is measured afterwards, one artifact at a time
 with nothing else running, full and compact encoder interleaved. Then `subnet report` writes
@@ -80,15 +82,15 @@ class Protocol:
 
 @dataclass(frozen=True)
 class Job:
-    method: str  # extract | probe | random | importance | scratch | scratch-4x
+    method: str  # extract | probe | probe-4x | random | importance | scratch | scratch-4x
     exp: str
     seed: int
     t: float | None = None
     deps: tuple = field(default=(), compare=False)
 
     def out(self, root: Path) -> Path:
-        if self.method == "probe":
-            return root / self.exp / "probe" / f"s{self.seed}"
+        if self.method.startswith("probe"):
+            return root / self.exp / self.method / f"s{self.seed}"
         return root / self.exp / self.method / f"t={self.t:g}-s{self.seed}"
 
     def label(self) -> str:
@@ -109,6 +111,7 @@ def plan(experiments, protocol: Protocol) -> list[Job]:
         if LONG_SCRATCH_TARGET in protocol.targets:
             ext = Job("extract", exp.name, protocol.seeds[0], LONG_SCRATCH_TARGET)
             jobs.append(Job("scratch-4x", exp.name, protocol.seeds[0], LONG_SCRATCH_TARGET, (ext,)))
+        jobs.append(Job("probe-4x", exp.name, protocol.seeds[0]))
     return jobs
 
 
@@ -157,8 +160,11 @@ def run_job(job: Job, root: str, data_root: str, protocol: Protocol, experiments
     t0 = time.time()
     if job.method == "extract":
         m = extract_setting(exp.backbone, *data, cfg, out, **common)
-    elif job.method == "probe":
-        m = baselines.probe(exp.backbone, *data, cfg, out=out, **common)
+    elif job.method.startswith("probe"):
+        factor = 4 if job.method == "probe-4x" else 1
+        m = baselines.probe(exp.backbone, *data, replace(cfg, steps=factor * cfg.steps,
+                                                         eval_every=factor * cfg.eval_every), out=out, **common)
+        m["method"] = job.method
     else:
         ref = job.deps[0].out(root)
         ref_cfg = replace(baselines.reference_config(ref), seed=job.seed)
@@ -249,8 +255,9 @@ def write_reports(experiments, root: Path, reports: Path, protocol: Protocol) ->
              f"{protocol.lr_head:g}, lr gates {protocol.lr_gates:g}, lambda {protocol.lam:g}, warm-up "
              f"{protocol.warmup:g}, validation every {protocol.eval_every} steps; targets "
              f"{', '.join(f'{t:g}' for t in protocol.targets)}; seeds {', '.join(map(str, protocol.seeds))}.", "",
-             "| experiment | probe | largest removed params within 1 point | extraction beats (wins / sizes) |",
-             "|---|---|---|---|"] + rows + [""]
+             "| experiment | probe | largest removed params within 1 point | probe, 4x steps (seed 0) | "
+             "within 1 point of it | extraction beats (wins / sizes) |",
+             "|---|---|---|---|---|---|"] + rows + [""]
     text = "\n".join(lines)
     reports.mkdir(parents=True, exist_ok=True)
     (reports / "summary.md").write_text(text)

@@ -20,8 +20,8 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-METHOD_ORDER = ("probe", "extract", "importance", "random", "scratch")
-STYLE = {"probe": ("black", "*"), "extract": ("tab:blue", "o"), "importance": ("tab:orange", "s"),
+METHOD_ORDER = ("probe", "probe-4x", "extract", "importance", "random", "scratch")
+STYLE = {"probe": ("black", "*"), "probe-4x": ("dimgray", "*"), "extract": ("tab:blue", "o"), "importance": ("tab:orange", "s"),
          "random": ("tab:gray", "v"), "scratch": ("tab:red", "D")}
 
 
@@ -219,14 +219,16 @@ def plot_metric_vs_kept(runs, path) -> dict:
         for i, method in enumerate(methods):
             pts = agg[method]
             color, marker = _style(method)
-            dodge = 0.0 if method == "probe" else DODGE * (i - (len(methods) - 1) / 2)
-            if method == "probe":
+            probe = method.startswith("probe")  # the full encoder: a horizontal line
+            dodge = 0.0 if probe else DODGE * (i - (len(methods) - 1) / 2)
+            if probe:
                 y = statistics.mean(p[1] for p in pts)
-                ax.axhline(y, color=color, ls="--", lw=1, label=f"probe (full) {y:.3f}")
+                name = "probe (full)" if method == "probe" else "probe, 4x steps"
+                ax.axhline(y, color=color, ls="--" if method == "probe" else ":", lw=1, label=f"{name} {y:.3f}")
             ax.errorbar([p[0] + dodge for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], color=color,
-                        marker=marker, ls="-" if method != "probe" else "none", capsize=3, ms=6,
-                        mfc=color if method in ("probe", "extract") else "white", mew=1.5,
-                        label=None if method == "probe" else method)
+                        marker=marker, ls="none" if probe else "-", capsize=3, ms=6,
+                        mfc=color if probe or method == "extract" else "white", mew=1.5,
+                        label=None if probe else method)
         ax.set_xlabel("kept encoder parameters (%)")
         ax.set_ylabel(f"{metric} (test, {'lower' if lower_is_better(metric) else 'higher'} is better)")
         ax.set_xlim(0, 105)
@@ -262,7 +264,7 @@ def kept_matrices(keep: dict) -> dict[str, tuple[list[str], np.ndarray]]:
 def plot_kept_heatmap(runs, path, title: str = "") -> dict:
     """Runs side by side (columns), one row per unit kind: which units of every layer each
     artifact keeps. Returns {run label: {kind: matrix}}."""
-    runs = [m for m in runs if m.get("keep") and m["method"] != "probe"]
+    runs = [m for m in runs if m.get("keep") and not m["method"].startswith("probe")]
     if not runs:
         return {}
     mats = {m["label"]: kept_matrices(m["keep"]) for m in runs}
@@ -312,7 +314,7 @@ def plot_costs(runs, path) -> dict:
     if probes:
         size["full encoder"] = probes[0]["file_bytes"] / 1e6
     for m in runs:
-        if m["method"] == "probe":
+        if m["method"].startswith("probe"):
             continue
         if m.get("latency_batch1"):
             c = m["latency_batch1"]["compact"]
@@ -424,11 +426,12 @@ def extraction_settings(runs) -> dict:
     return dict(sorted(groups.items(), key=lambda kv: -statistics.mean(_kept_pct(m) for m in kv[1])))
 
 
-def within_probe_setting(runs, points: float = 1.0):
+def within_probe_setting(runs, points: float = 1.0, probe: str = "probe"):
     """(probe mean, the extraction setting with the most parameters removed whose mean metric
     over seeds is within `points` (absolute: % for accuracy/mAP, CER points) of the mean probe,
-    its runs) or None when there is no probe or no extraction."""
-    probes = [m["compact"] for m in runs if m["method"] == "probe"]
+    its runs) or None when there is no probe or no extraction. `probe`: the method whose runs are
+    the reference ("probe", or "probe-4x": the probe trained 4x longer)."""
+    probes = [m["compact"] for m in runs if m["method"] == probe]
     settings = extraction_settings(runs)
     if not probes or not settings:
         return None
@@ -442,17 +445,18 @@ def within_probe_setting(runs, points: float = 1.0):
     return ref, t, ms
 
 
-def within_probe(runs, points: float = 1.0) -> str | None:
+def within_probe(runs, points: float = 1.0, probe: str = "probe") -> str | None:
     """The sentence for report.md: the largest removed-parameter fraction (mean over the seeds of
     one setting) whose mean metric is within `points` of the mean probe."""
-    found = within_probe_setting(runs, points)
+    found = within_probe_setting(runs, points, probe)
     if found is None:
         return None
     ref, t, ms = found
+    name = "the probe" if probe == "probe" else "the probe trained with 4x the steps"
     if ms is None:
-        return f"no extraction setting is within {points:g} point of the probe ({ref:.4f}, mean over seeds)"
+        return f"no extraction setting is within {points:g} point of {name} ({ref:.4f}, mean over seeds)"
     removed = 100 - statistics.mean(_kept_pct(m) for m in ms)
-    return (f"largest removed-parameter fraction within {points:g} point of the probe ({ref:.4f}, mean over "
+    return (f"largest removed-parameter fraction within {points:g} point of {name} ({ref:.4f}, mean over "
             f"seeds): **{removed:.1f}%** (t={t}, {runs[0]['metric']} {_pm([m['compact'] for m in ms])} over "
             f"{len(ms)} seed(s))")
 
@@ -493,11 +497,13 @@ def summary_row(name: str, runs) -> str:
     """One row of the results summary: probe, the within-1-point pruning, and for each baseline
     at how many sizes extraction's mean beats the baseline's mean."""
     probes = [m["compact"] for m in runs if m["method"] == "probe"]
-    found = within_probe_setting(runs)
-    if found and found[2]:
-        removed = f"{100 - statistics.mean(_kept_pct(m) for m in found[2]):.1f}% (t={found[1]})"
-    else:
-        removed = "none" if found else "-"
+    long_probes = [m["compact"] for m in runs if m["method"] == "probe-4x"]
+
+    def removed_within(probe: str) -> str:
+        found = within_probe_setting(runs, probe=probe)
+        if found and found[2]:
+            return f"{100 - statistics.mean(_kept_pct(m) for m in found[2]):.1f}% (t={found[1]})"
+        return "none" if found else "-"
     low = lower_is_better(runs[0]["metric"]) if runs else False
     by_method: dict[str, list[bool]] = {}
     for (method, _), ps in sorted(baseline_comparison(runs).items()):
@@ -505,7 +511,8 @@ def summary_row(name: str, runs) -> str:
         by_method.setdefault(method, []).append(margin > 0)
     beats = ", ".join(f"{m} {sum(w)}/{len(w)}" for m, w in sorted(by_method.items(), key=lambda kv: _order(kv[0])))
     metric = runs[0]["metric"] if runs else ""
-    return f"| {name} | {metric} {_pm(probes) if probes else '-'} | {removed} | {beats or '-'} |"
+    return (f"| {name} | {metric} {_pm(probes) if probes else '-'} | {removed_within('probe')} | "
+            f"{_pm(long_probes) if long_probes else '-'} | {removed_within('probe-4x')} | {beats or '-'} |")
 
 
 def write_report(paths, out, title: str = "subnet report") -> dict:
@@ -523,7 +530,7 @@ def write_report(paths, out, title: str = "subnet report") -> dict:
     for task, ms in by_task(runs).items():
         slug = _slug(task)
         lines += [f"## {task}", "", runs_table(ms), ""]
-        for extra in (within_probe(ms), versus_baselines(ms)):
+        for extra in (within_probe(ms), within_probe(ms, probe="probe-4x"), versus_baselines(ms)):
             if extra:
                 lines += [extra, ""]
         ext = [m for m in ms if m["method"] == "extract"]
