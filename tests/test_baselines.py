@@ -1,4 +1,4 @@
-"""subnet baseline probe|scratch|random|importance on a tiny random Whisper encoder and tones."""
+"""subnet baseline probe|scratch|random|refit|importance on a tiny random Whisper encoder and tones."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import subnet
 from subnet.baselines import (add_baseline_parser, gate_importance, random_init, random_keep, reference_info,
@@ -70,6 +71,16 @@ def test_random_keeps_the_reference_counts(tiny_whisper, tones, reference, tmp_p
              "--steps", "2")
     a, b = (json.loads((tmp_path / d / "subnet.json").read_text())["groups"] for d in "ab")
     assert counts(tmp_path / "b") == counts(reference) and a != b
+
+
+def test_refit_keeps_the_reference_units_and_trains_a_new_head(tiny_whisper, tones, reference, tmp_path):  # noqa: F811
+    m = baseline("refit", tiny_whisper, tones, tmp_path, "--reference", str(reference))
+    same_format(m, reference)
+    groups = {n: g["keep"] for n, g in json.loads((tmp_path / "subnet.json").read_text())["groups"].items()}
+    ref_groups = {n: g["keep"] for n, g in json.loads((reference / "subnet.json").read_text())["groups"].items()}
+    assert m["method"] == "refit" and groups == ref_groups
+    head, ref_head = (load_file(str(d / "head.safetensors")) for d in (tmp_path, reference))
+    assert any(not torch.equal(head[k], ref_head[k]) for k in head)  # its own head, trained anew
 
 
 def test_importance_keeps_the_top_scored_units(tiny_whisper, tones, reference, tmp_path):  # noqa: F811

@@ -11,11 +11,11 @@ from test_extract import tiny_whisper, tones  # noqa: F401  (module-scoped fixtu
 def test_plan_orders_references_before_baselines():
     exps = [Experiment("a", "A", "bb", "kws-tts"), Experiment("b", "B", "bb", "pitch")]
     jobs = plan(exps, Protocol(targets=(0.3, 0.45), seeds=(0, 1)))
-    assert len(jobs) == 2 * (2 * (1 + 2 * 4) + 2)  # probe + 4 per target per seed; a long scratch and probe each
+    assert len(jobs) == 2 * (2 * (1 + 2 * 5) + 2)  # probe + 5 per target per seed; a long scratch and probe each
     for i, j in enumerate(jobs):
         assert all(jobs.index(d) < i for d in j.deps)
-    assert {j.method for j in jobs} == {"probe", "extract", "random", "importance", "scratch", "scratch-4x",
-                                        "probe-4x"}
+    assert {j.method for j in jobs} == {"probe", "extract", "random", "importance", "scratch", "refit",
+                                        "scratch-4x", "probe-4x"}
 
 
 def test_runs_latency_and_reports(tiny_whisper, tones, tmp_path, capsys):  # noqa: F811
@@ -43,7 +43,9 @@ def test_runs_latency_and_reports(tiny_whisper, tones, tmp_path, capsys):  # noq
     assert long_probe["method"] == "probe-4x" and long_probe["steps"] == 4 * protocol.steps
     assert "of the probe trained with 4x the steps" in report
     row = next(line for line in summary.splitlines() if line.startswith("| toy |")).split("|")[1:-1]
-    assert len(row) == 6 and re.fullmatch(r" [0-9.]+ \+- [0-9.]+ ", row[3])  # the 4x probe's column
+    assert len(row) == 7 and re.fullmatch(r" [0-9.]+ \+- [0-9.]+ ", row[3])  # the 4x probe's column
+    assert re.fullmatch(r" [01]/1 ", row[6])  # refit against random: one size
+    assert "| refit |" in report and "refit (extraction's units)" in report
     assert (tmp_path / "reports" / "toy" / "metric_vs_kept.png").stat().st_size > 10_000
     capsys.readouterr()
     run_jobs(jobs, root, data, protocol, [exp], workers=2)  # a second run finds everything finished
@@ -53,5 +55,11 @@ def test_runs_latency_and_reports(tiny_whisper, tones, tmp_path, capsys):  # noq
 def test_cli_lists_the_plan(capsys):
     assert main(["--list", "--only", "3-pitch", "--seeds", "0", "--targets", "0.5"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 1 + 4 + 1  # probe, extract, random, importance, scratch at one target (no long
+    assert len(out) == 1 + 5 + 1  # probe, extract, random, importance, scratch, refit at one target (no long
     assert out[-1].startswith("3-pitch probe-4x seed 0")  # scratch), then the long probe
+
+
+def test_reports_only_trains_nothing(tmp_path):
+    assert main(["--out", str(tmp_path / "runs"), "--reports", str(tmp_path / "reports"), "--reports-only"]) == 0
+    assert (tmp_path / "reports" / "summary.md").is_file()
+    assert not (tmp_path / "runs").exists()  # no data built, no protocol written, no run started

@@ -5,6 +5,9 @@
   weight trained (same number of steps by default, `--steps-factor` for a longer budget);
   it trains the small model itself, so a step costs what the compact model costs.
 - `random`: random units with the reference's per-group counts; frozen encoder, head trained.
+- `refit`: the reference's own units; frozen encoder, a new head trained like `random`'s, so
+  that the two differ only in which units are kept (an extraction's head learns while its
+  gates still change).
 - `importance`: one-shot pruning to the reference's per-group counts by the first-order
   (gradient x activation) importance |sum dL/dg| at all gates on; head trained.
 
@@ -27,7 +30,7 @@ from .compact import compact
 from .gates import MaskedModel
 from .train import ExtractConfig, Extractor, run_loop, task_loss
 
-METHODS = ("probe", "scratch", "random", "importance")
+METHODS = ("probe", "scratch", "random", "refit", "importance")
 
 
 # --- reference artifact ---------------------------------------------------------------------
@@ -186,14 +189,28 @@ def random_units(backbone, artifact, train, valid, test=None, cfg: ExtractConfig
                  out="random-out", max_seconds: float | None = 2.0, progress: bool = True,
                  measure_latency: bool = True) -> dict:
     """Random units, the artifact's per-group counts (seeded by cfg.seed); head trained."""
+    return _fixed_units("random", backbone, artifact, train, valid, test, cfg, out, max_seconds, progress,
+                        measure_latency)
+
+
+def refit(backbone, artifact, train, valid, test=None, cfg: ExtractConfig | None = None,
+          out="refit-out", max_seconds: float | None = 2.0, progress: bool = True,
+          measure_latency: bool = True) -> dict:
+    """The artifact's own units, a new head trained exactly as `random_units` trains its head."""
+    return _fixed_units("refit", backbone, artifact, train, valid, test, cfg, out, max_seconds, progress,
+                        measure_latency)
+
+
+def _fixed_units(method, backbone, artifact, train, valid, test, cfg, out, max_seconds, progress,
+                 measure_latency) -> dict:
     info = reference_info(artifact)
     cfg = _fixed(cfg or reference_config(artifact), info)
     bb = _prepared(backbone, max_seconds, cfg.layer)
     _check_base(bb, info, artifact)
     run = _setup(bb, train, valid, test, cfg, Path(out), max_seconds, progress)
-    run.ex.masked.set_keep(random_keep(info, cfg.seed))
+    run.ex.masked.set_keep(random_keep(info, cfg.seed) if method == "random" else info.keep_masks())
     run_loop(run.ex, run.steps, run.valid, run.log, progress)
-    return _finish(run, Path(out), measure_latency, method="random", reference=str(artifact),
+    return _finish(run, Path(out), measure_latency, method=method, reference=str(artifact),
                    backbone=str(backbone), train_set=str(train))
 
 
@@ -269,6 +286,8 @@ def _run_baseline(args) -> int:
                         **common)
         elif args.method == "random":
             m = random_units(args.backbone, args.reference, *data, cfg, **common)
+        elif args.method == "refit":
+            m = refit(args.backbone, args.reference, *data, cfg, **common)
         else:
             m = importance(args.backbone, args.reference, *data, cfg, prune_at=args.prune_at,
                            score_batches=args.score_batches, **common)
@@ -288,6 +307,10 @@ _HELP = {
     "random": ("random units with the artifact's per-layer counts, head trained",
                "Keep uniformly random units, exactly as many per group (layer x kind) as the --reference "
                "artifact keeps, in the frozen pretrained encoder; train the head."),
+    "refit": ("the artifact's own units, a new head trained like random's",
+              "Keep exactly the units the --reference artifact keeps, in the frozen pretrained encoder, and "
+              "train a new head as `random` does: the two then differ only in the units (an extraction's "
+              "own head learned while its gates were still changing)."),
     "importance": ("one-shot gradient x activation pruning to the artifact's per-layer counts",
                    "Train the head on the full frozen encoder for --prune-at of the steps, score every "
                    "unit by |sum dL/dg| (its gate gradient, all gates on) over --score-batches batches, "
@@ -297,10 +320,10 @@ _HELP = {
 
 
 def add_baseline_parser(subparsers) -> argparse.ArgumentParser:
-    """`subnet baseline probe|scratch|random|importance`: hook in with add_baseline_parser(sub)."""
+    """`subnet baseline probe|scratch|random|refit|importance`: hook in with add_baseline_parser(sub)."""
     from .options import add_config_options, add_data_options
     p = subparsers.add_parser(
-        "baseline", help="probe / scratch / random / importance baselines (metrics.json like extract)",
+        "baseline", help="probe / scratch / random / refit / importance baselines (metrics.json like extract)",
         description="Baselines for an extraction, each writing an artifact and a metrics.json in the "
                     "format of `subnet extract` (so `subnet report` reads them all). Options not given "
                     "are taken from the --reference artifact's config.json.")
@@ -308,7 +331,7 @@ def add_baseline_parser(subparsers) -> argparse.ArgumentParser:
     for method in METHODS:
         short, long = _HELP[method]
         q = sub.add_parser(method, help=short, description=long)
-        add_data_options(q, backbone_required=method in ("probe", "random", "importance"))
+        add_data_options(q, backbone_required=method in ("probe", "random", "refit", "importance"))
         q.add_argument("--reference", required=method != "probe",
                        help="artifact directory of an extraction (subnet.json [+ config.json])")
         if method == "scratch":

@@ -5,7 +5,8 @@ with the same protocol (steps, batch, clip length, learning rates):
   - extraction at every sparsity target in `TARGETS`, for every seed in `SEEDS`;
   - the probe (full frozen encoder + head) for every seed;
   - random, importance and scratch at every (target, seed), each referencing the extraction of
-    that target and seed (same per-group unit counts / same compact architecture);
+    that target and seed (same per-group unit counts / same compact architecture), and refit:
+    the extraction's own units with a new head trained as random's is;
   - scratch with 4x the steps at one target, seed 0;
   - the probe with 4x the steps, seed 0: is the same-budget probe, the reference of "within 1
     point", still learning?
@@ -82,7 +83,7 @@ class Protocol:
 
 @dataclass(frozen=True)
 class Job:
-    method: str  # extract | probe | probe-4x | random | importance | scratch | scratch-4x
+    method: str  # extract | probe | probe-4x | random | refit | importance | scratch | scratch-4x
     exp: str
     seed: int
     t: float | None = None
@@ -107,7 +108,7 @@ def plan(experiments, protocol: Protocol) -> list[Job]:
             for t in protocol.targets:
                 ext = Job("extract", exp.name, seed, t)
                 jobs.append(ext)
-                jobs += [Job(m, exp.name, seed, t, (ext,)) for m in ("random", "importance", "scratch")]
+                jobs += [Job(m, exp.name, seed, t, (ext,)) for m in ("random", "importance", "scratch", "refit")]
         if LONG_SCRATCH_TARGET in protocol.targets:
             ext = Job("extract", exp.name, protocol.seeds[0], LONG_SCRATCH_TARGET)
             jobs.append(Job("scratch-4x", exp.name, protocol.seeds[0], LONG_SCRATCH_TARGET, (ext,)))
@@ -170,6 +171,8 @@ def run_job(job: Job, root: str, data_root: str, protocol: Protocol, experiments
         ref_cfg = replace(baselines.reference_config(ref), seed=job.seed)
         if job.method == "random":
             m = baselines.random_units(exp.backbone, ref, *data, ref_cfg, out=out, **common)
+        elif job.method == "refit":
+            m = baselines.refit(exp.backbone, ref, *data, ref_cfg, out=out, **common)
         elif job.method == "importance":
             m = baselines.importance(exp.backbone, ref, *data, ref_cfg, out=out, **common)
         else:
@@ -256,8 +259,9 @@ def write_reports(experiments, root: Path, reports: Path, protocol: Protocol) ->
              f"{protocol.warmup:g}, validation every {protocol.eval_every} steps; targets "
              f"{', '.join(f'{t:g}' for t in protocol.targets)}; seeds {', '.join(map(str, protocol.seeds))}.", "",
              "| experiment | probe | largest removed params within 1 point | probe, 4x steps (seed 0) | "
-             "within 1 point of it | extraction beats (wins / sizes) |",
-             "|---|---|---|---|---|---|"] + rows + [""]
+             "within 1 point of it | extraction beats (wins / sizes) | extraction's units + new head beat "
+             "random units (sizes) |",
+             "|---|---|---|---|---|---|---|"] + rows + [""]
     text = "\n".join(lines)
     reports.mkdir(parents=True, exist_ok=True)
     (reports / "summary.md").write_text(text)
@@ -279,6 +283,8 @@ def main(argv=None) -> int:
     p.add_argument("--targets", type=float, nargs="+", help="override the sparsity targets")
     p.add_argument("--no-latency", action="store_true", help="skip the latency pass")
     p.add_argument("--list", action="store_true", help="print the plan and exit")
+    p.add_argument("--reports-only", action="store_true", help="train and measure nothing: write the reports "
+                   "and the summary from the runs that exist (e.g. while some are still to run)")
     args = p.parse_args(argv)
     exps = [e for e in EXPERIMENTS if not args.only or e.name in args.only]
     if args.only and len(exps) != len(args.only):
@@ -292,6 +298,9 @@ def main(argv=None) -> int:
     if args.list:
         for j in jobs:
             print(j.label(), "->", j.out(root))
+        return 0
+    if args.reports_only:
+        print(write_reports(exps, root, Path(args.reports), protocol))
         return 0
     root.mkdir(parents=True, exist_ok=True)
     (root / "protocol.json").write_text(json.dumps(asdict(protocol), indent=1))

@@ -20,8 +20,8 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-METHOD_ORDER = ("probe", "probe-4x", "extract", "importance", "random", "scratch")
-STYLE = {"probe": ("black", "*"), "probe-4x": ("dimgray", "*"), "extract": ("tab:blue", "o"), "importance": ("tab:orange", "s"),
+METHOD_ORDER = ("probe", "probe-4x", "extract", "refit", "importance", "random", "scratch")
+STYLE = {"probe": ("black", "*"), "probe-4x": ("dimgray", "*"), "refit": ("tab:green", "^"), "extract": ("tab:blue", "o"), "importance": ("tab:orange", "s"),
          "random": ("tab:gray", "v"), "scratch": ("tab:red", "D")}
 
 
@@ -468,7 +468,7 @@ def baseline_comparison(runs) -> dict:
     pairs: dict[tuple, list] = {}
     for m in runs:
         ref = m.get("reference")
-        baseline = m["method"] in ("random", "importance") or m["method"].startswith("scratch")
+        baseline = m["method"] in ("random", "importance", "refit") or m["method"].startswith("scratch")
         if baseline and ref and _resolved(ref) in ext:
             e = ext[_resolved(ref)]
             pairs.setdefault((m["method"], setting_of(e, runs)), []).append((e["compact"], m["compact"], e))
@@ -493,6 +493,37 @@ def versus_baselines(runs) -> str | None:
     return "\n".join(rows)
 
 
+def refit_vs_random_pairs(runs) -> dict:
+    """{t: [(refit value, random value)]}: the extraction's own units and random units with the
+    same counts, each with a new head trained the same way, paired by their reference."""
+    by_ref: dict[str, dict[str, float]] = {}
+    for m in runs:
+        if m["method"] in ("refit", "random") and m.get("reference"):
+            by_ref.setdefault(_resolved(m["reference"]), {})[m["method"]] = m["compact"]
+    ext = {_resolved(m["run"]): m for m in runs if m["method"] == "extract"}
+    pairs: dict = {}
+    for ref, v in by_ref.items():
+        if len(v) == 2 and ref in ext:
+            pairs.setdefault(setting_of(ext[ref], runs), []).append((v["refit"], v["random"]))
+    return pairs
+
+
+def refit_vs_random(runs) -> str | None:
+    """The table for report.md: which units matter, with the head training equal."""
+    pairs = refit_vs_random_pairs(runs)
+    if not pairs:
+        return None
+    low = lower_is_better(runs[0]["metric"])
+    rows = ["The extraction's units against random units, both with a new head trained the same way (refit vs "
+            "random, paired by reference):", "",
+            "| t | refit (extraction's units) | random units | margin (paired) | refit wins |", "|---|---|---|---|---|"]
+    for t, ps in sorted(pairs.items(), key=lambda kv: str(kv[0])):
+        margins = [(b - a) if low else (a - b) for a, b in ps]
+        rows.append(f"| {t} | {_pm([a for a, _ in ps])} | {_pm([b for _, b in ps])} | {_pm(margins)} | "
+                    f"{sum(d > 0 for d in margins)}/{len(margins)} seeds |")
+    return "\n".join(rows)
+
+
 def summary_row(name: str, runs) -> str:
     """One row of the results summary: probe, the within-1-point pruning, and for each baseline
     at how many sizes extraction's mean beats the baseline's mean."""
@@ -511,8 +542,14 @@ def summary_row(name: str, runs) -> str:
         by_method.setdefault(method, []).append(margin > 0)
     beats = ", ".join(f"{m} {sum(w)}/{len(w)}" for m, w in sorted(by_method.items(), key=lambda kv: _order(kv[0])))
     metric = runs[0]["metric"] if runs else ""
+    units = []
+    for ps in refit_vs_random_pairs(runs).values():
+        margin = statistics.mean((b - a) if low else (a - b) for a, b in ps)
+        units.append(margin > 0)
+    units_cell = f"{sum(units)}/{len(units)}" if units else "-"
     return (f"| {name} | {metric} {_pm(probes) if probes else '-'} | {removed_within('probe')} | "
-            f"{_pm(long_probes) if long_probes else '-'} | {removed_within('probe-4x')} | {beats or '-'} |")
+            f"{_pm(long_probes) if long_probes else '-'} | {removed_within('probe-4x')} | {beats or '-'} | "
+            f"{units_cell} |")
 
 
 def write_report(paths, out, title: str = "subnet report") -> dict:
@@ -530,7 +567,8 @@ def write_report(paths, out, title: str = "subnet report") -> dict:
     for task, ms in by_task(runs).items():
         slug = _slug(task)
         lines += [f"## {task}", "", runs_table(ms), ""]
-        for extra in (within_probe(ms), within_probe(ms, probe="probe-4x"), versus_baselines(ms)):
+        for extra in (within_probe(ms), within_probe(ms, probe="probe-4x"), versus_baselines(ms),
+                      refit_vs_random(ms)):
             if extra:
                 lines += [extra, ""]
         ext = [m for m in ms if m["method"] == "extract"]
