@@ -46,6 +46,8 @@ def test_runs_latency_and_reports(tiny_whisper, tones, tmp_path, capsys):  # noq
     assert len(row) == 7 and re.fullmatch(r" [0-9.]+ \+- [0-9.]+ ", row[3])  # the 4x probe's column
     assert re.fullmatch(r" [01]/1 ", row[6])  # refit against random: one size
     assert "| refit |" in report and "refit (extraction's units)" in report
+    assert "### toy: tones" in summary and "| t | kept params | extraction | GFLOPs / clip |" in summary
+    assert "](toy/metric_vs_kept.png)" in summary  # figure paths relative to summary.md
     assert (tmp_path / "reports" / "toy" / "metric_vs_kept.png").stat().st_size > 10_000
     capsys.readouterr()
     run_jobs(jobs, root, data, protocol, [exp], workers=2)  # a second run finds everything finished

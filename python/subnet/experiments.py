@@ -243,16 +243,64 @@ def measure_latencies(experiments, root: Path, threads: int | None = None) -> No
 
 
 # --- reports ------------------------------------------------------------------------------------
+def experiment_section(exp: Experiment, runs: list[dict]) -> str:
+    """The headline numbers of one experiment for summary.md (figure paths relative to it):
+    probes, the within-1-point sizes, one row per extraction setting (metric, FLOPs, latency,
+    file size; means over seeds), and extraction against each baseline, paired by seed."""
+    import statistics
+
+    from .report import _kept_pct, _pm, _slug, extraction_settings, refit_vs_random, task_of, \
+        versus_baselines, within_probe
+    metric = runs[0]["metric"]
+    probes = [m for m in runs if m["method"] == "probe"]
+    long = [m["compact"] for m in runs if m["method"] == "probe-4x"]
+    out = [f"### {exp.name}: {exp.title}", "",
+           f"Backbone {exp.backbone}; data `{exp.recipe}`; {len(runs)} runs. Report: [{exp.name}/report.md]"
+           f"({exp.name}/report.md).", "",
+           f"![{exp.name}: metric against kept parameters]({exp.name}/metric_vs_kept.png)",
+           f"![{exp.name}: kept units per layer]({exp.name}/kept_units_{_slug(task_of(runs[0]))}.png)", ""]
+    if probes:
+        out.append(f"- probe (test): {metric} {_pm([m['compact'] for m in probes])} ({len(probes)} seeds)"
+                   + (f"; with 4x the steps (seed 0): {long[0]:.4f}" if long else ""))
+    out += [f"- {line}" for line in (within_probe(runs), within_probe(runs, probe="probe-4x")) if line]
+    rows = []
+    for t, ms in extraction_settings(runs).items():
+        value = f"{_pm([m['compact'] for m in ms])} ({len(ms)} seeds)"
+        if ms[0].get("extra"):
+            name = next(iter(ms[0]["extra"]))
+            value += f"; {name}: {statistics.mean(m['extra'][name]['value'] for m in ms if 'extra' in m):.2f}"
+        timed = [m["latency_batch1"] for m in ms if m.get("latency_batch1")]
+        latency = (f"{statistics.mean(1e3 * x['compact']['median_s'] for x in timed):.2f} | "
+                   f"{statistics.mean(x['full']['median_s'] / x['compact']['median_s'] for x in timed):.2f}x"
+                   if timed else "- | -")
+        rows.append(f"| {t} | {statistics.mean(_kept_pct(m) for m in ms):.1f}% | {value} | "
+                    f"{statistics.mean(m['flops_per_clip']['compact'] for m in ms) / 1e9:.3f} | {latency} | "
+                    f"{statistics.mean(m['file_bytes'] for m in ms) / 1e6:.1f} |")
+    if rows:
+        out += ["", "| t | kept params | extraction | GFLOPs / clip | latency b1 (ms) | speedup | file (MB) |",
+                "|---|---|---|---|---|---|---|"] + rows
+    if probes:
+        p = probes[0]
+        out += ["", f"Full encoder: {p['params']['full']:,} parameters, {p['flops_per_clip']['full'] / 1e9:.3f} "
+                f"GFLOPs per clip, {p['file_bytes'] / 1e6:.1f} MB."]
+    for block in (versus_baselines(runs), refit_vs_random(runs)):
+        if block:
+            out += ["", block]
+    return "\n".join(out) + "\n"
+
+
 def write_reports(experiments, root: Path, reports: Path, protocol: Protocol) -> str:
     """REPORTS/<experiment>/ (report.md + figures) for every experiment with runs, and
-    REPORTS/summary.md; returns the summary."""
+    REPORTS/summary.md (the headline table, then one section per experiment); returns it."""
     from .report import load_runs, summary_row, write_report
-    rows = []
+    rows, sections = [], []
     for exp in experiments:
         if not (root / exp.name).is_dir():
             continue
         write_report([root / exp.name], reports / exp.name, title=f"{exp.name}: {exp.title} ({exp.backbone})")
-        rows.append(summary_row(exp.name, load_runs([root / exp.name])))
+        runs = load_runs([root / exp.name])
+        rows.append(summary_row(exp.name, runs))
+        sections.append(experiment_section(exp, runs))
     lines = ["# subnet results: summary", "",
              f"Protocol (every run): {protocol.steps} steps, batch {protocol.batch_size}, lr head "
              f"{protocol.lr_head:g}, lr gates {protocol.lr_gates:g}, lambda {protocol.lam:g}, warm-up "
@@ -261,7 +309,7 @@ def write_reports(experiments, root: Path, reports: Path, protocol: Protocol) ->
              "| experiment | probe | largest removed params within 1 point | probe, 4x steps (seed 0) | "
              "within 1 point of it | extraction beats (wins / sizes) | extraction's units + new head beat "
              "random units (sizes) |",
-             "|---|---|---|---|---|---|---|"] + rows + [""]
+             "|---|---|---|---|---|---|---|"] + rows + [""] + sections
     text = "\n".join(lines)
     reports.mkdir(parents=True, exist_ok=True)
     (reports / "summary.md").write_text(text)

@@ -538,6 +538,8 @@ def summary_row(name: str, runs) -> str:
     low = lower_is_better(runs[0]["metric"]) if runs else False
     by_method: dict[str, list[bool]] = {}
     for (method, _), ps in sorted(baseline_comparison(runs).items()):
+        if method == "refit":  # the extraction's own units: its own column
+            continue
         margin = statistics.mean((b - e) if low else (e - b) for e, b, _ in ps)
         by_method.setdefault(method, []).append(margin > 0)
     beats = ", ".join(f"{m} {sum(w)}/{len(w)}" for m, w in sorted(by_method.items(), key=lambda kv: _order(kv[0])))
