@@ -262,7 +262,8 @@ def experiment_section(exp: Experiment, runs: list[dict]) -> str:
     if probes:
         out.append(f"- probe (test): {metric} {_pm([m['compact'] for m in probes])} ({len(probes)} seeds)"
                    + (f"; with 4x the steps (seed 0): {long[0]:.4f}" if long else ""))
-    out += [f"- {line}" for line in (within_probe(runs), within_probe(runs, probe="probe-4x")) if line]
+    out += [f"- {line}" for line in (within_probe(runs, probe=p, method=w) for w in ("extract", "refit")
+                                     for p in ("probe", "probe-4x")) if line]
     rows = []
     for t, ms in extraction_settings(runs).items():
         value = f"{_pm([m['compact'] for m in ms])} ({len(ms)} seeds)"
@@ -306,9 +307,10 @@ def write_reports(experiments, root: Path, reports: Path, protocol: Protocol) ->
              f"{protocol.lr_head:g}, lr gates {protocol.lr_gates:g}, lambda {protocol.lam:g}, warm-up "
              f"{protocol.warmup:g}, validation every {protocol.eval_every} steps; targets "
              f"{', '.join(f'{t:g}' for t in protocol.targets)}; seeds {', '.join(map(str, protocol.seeds))}.", "",
-             "| experiment | probe | largest removed params within 1 point | probe, 4x steps (seed 0) | "
-             "within 1 point of it | extraction beats (wins / sizes) | extraction's units + new head beat "
-             "random units (sizes) |",
+             "Largest removed parameter fraction within 1 point of a probe, for the extraction and for refit "
+             "(the extraction's units with a new head trained like random's): \"extraction / refit\".", "",
+             "| experiment | probe | within 1 point of it | probe, 4x steps (seed 0) | within 1 point of it | "
+             "extraction beats (wins / sizes) | refit beats random (sizes) |",
              "|---|---|---|---|---|---|---|"] + rows + [""] + sections
     text = "\n".join(lines)
     reports.mkdir(parents=True, exist_ok=True)

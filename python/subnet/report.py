@@ -417,22 +417,24 @@ def _pm(ys) -> str:
     return f"{mean:.4f} +- {std:.4f}"
 
 
-def extraction_settings(runs) -> dict:
-    """Extractions grouped by target t (their seeds): {t: [runs]}, most kept first."""
+def extraction_settings(runs, method: str = "extract") -> dict:
+    """Extractions (or the runs of `method`, grouped by their reference's t) grouped by target t
+    (their seeds): {t: [runs]}, most kept first."""
     groups: dict = {}
     for m in runs:
-        if m["method"] == "extract":
+        if m["method"] == method:
             groups.setdefault(setting_of(m, runs), []).append(m)
     return dict(sorted(groups.items(), key=lambda kv: -statistics.mean(_kept_pct(m) for m in kv[1])))
 
 
-def within_probe_setting(runs, points: float = 1.0, probe: str = "probe"):
+def within_probe_setting(runs, points: float = 1.0, probe: str = "probe", method: str = "extract"):
     """(probe mean, the extraction setting with the most parameters removed whose mean metric
     over seeds is within `points` (absolute: % for accuracy/mAP, CER points) of the mean probe,
     its runs) or None when there is no probe or no extraction. `probe`: the method whose runs are
-    the reference ("probe", or "probe-4x": the probe trained 4x longer)."""
+    the reference ("probe", or "probe-4x": the probe trained 4x longer); `method`: whose settings
+    are candidates ("extract", or "refit": the extraction's units with a new head)."""
     probes = [m["compact"] for m in runs if m["method"] == probe]
-    settings = extraction_settings(runs)
+    settings = extraction_settings(runs, method)
     if not probes or not settings:
         return None
     ref, low, tol = statistics.mean(probes), lower_is_better(runs[0]["metric"]), points / 100
@@ -445,18 +447,19 @@ def within_probe_setting(runs, points: float = 1.0, probe: str = "probe"):
     return ref, t, ms
 
 
-def within_probe(runs, points: float = 1.0, probe: str = "probe") -> str | None:
+def within_probe(runs, points: float = 1.0, probe: str = "probe", method: str = "extract") -> str | None:
     """The sentence for report.md: the largest removed-parameter fraction (mean over the seeds of
     one setting) whose mean metric is within `points` of the mean probe."""
-    found = within_probe_setting(runs, points, probe)
+    found = within_probe_setting(runs, points, probe, method)
     if found is None:
         return None
     ref, t, ms = found
     name = "the probe" if probe == "probe" else "the probe trained with 4x the steps"
+    what = "extraction" if method == "extract" else "refit (the extraction's units, a new head)"
     if ms is None:
-        return f"no extraction setting is within {points:g} point of {name} ({ref:.4f}, mean over seeds)"
+        return f"no {what} setting is within {points:g} point of {name} ({ref:.4f}, mean over seeds)"
     removed = 100 - statistics.mean(_kept_pct(m) for m in ms)
-    return (f"largest removed-parameter fraction within {points:g} point of {name} ({ref:.4f}, mean over "
+    return (f"{what}: largest removed-parameter fraction within {points:g} point of {name} ({ref:.4f}, mean over "
             f"seeds): **{removed:.1f}%** (t={t}, {runs[0]['metric']} {_pm([m['compact'] for m in ms])} over "
             f"{len(ms)} seed(s))")
 
@@ -530,11 +533,14 @@ def summary_row(name: str, runs) -> str:
     probes = [m["compact"] for m in runs if m["method"] == "probe"]
     long_probes = [m["compact"] for m in runs if m["method"] == "probe-4x"]
 
-    def removed_within(probe: str) -> str:
-        found = within_probe_setting(runs, probe=probe)
+    def removed_within(probe: str, method: str) -> str:
+        found = within_probe_setting(runs, probe=probe, method=method)
         if found and found[2]:
             return f"{100 - statistics.mean(_kept_pct(m) for m in found[2]):.1f}% (t={found[1]})"
         return "none" if found else "-"
+
+    def both(probe: str) -> str:  # extraction / refit
+        return f"{removed_within(probe, 'extract')} / {removed_within(probe, 'refit')}"
     low = lower_is_better(runs[0]["metric"]) if runs else False
     by_method: dict[str, list[bool]] = {}
     for (method, _), ps in sorted(baseline_comparison(runs).items()):
@@ -549,8 +555,8 @@ def summary_row(name: str, runs) -> str:
         margin = statistics.mean((b - a) if low else (a - b) for a, b in ps)
         units.append(margin > 0)
     units_cell = f"{sum(units)}/{len(units)}" if units else "-"
-    return (f"| {name} | {metric} {_pm(probes) if probes else '-'} | {removed_within('probe')} | "
-            f"{_pm(long_probes) if long_probes else '-'} | {removed_within('probe-4x')} | {beats or '-'} | "
+    return (f"| {name} | {metric} {_pm(probes) if probes else '-'} | {both('probe')} | "
+            f"{_pm(long_probes) if long_probes else '-'} | {both('probe-4x')} | {beats or '-'} | "
             f"{units_cell} |")
 
 
@@ -569,8 +575,8 @@ def write_report(paths, out, title: str = "subnet report") -> dict:
     for task, ms in by_task(runs).items():
         slug = _slug(task)
         lines += [f"## {task}", "", runs_table(ms), ""]
-        for extra in (within_probe(ms), within_probe(ms, probe="probe-4x"), versus_baselines(ms),
-                      refit_vs_random(ms)):
+        within = [within_probe(ms, probe=p, method=w) for w in ("extract", "refit") for p in ("probe", "probe-4x")]
+        for extra in ("\n".join(f"- {x}" for x in within if x), versus_baselines(ms), refit_vs_random(ms)):
             if extra:
                 lines += [extra, ""]
         ext = [m for m in ms if m["method"] == "extract"]
