@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 import re
 
-from subnet.experiments import Experiment, Protocol, main, measure_latencies, plan, run_jobs, write_reports
+from subnet.experiments import (Experiment, Protocol, main, measure_latencies, plan, run_jobs,
+                                update_results_doc, write_reports)
 from test_extract import tiny_whisper, tones  # noqa: F401  (module-scoped fixtures)
 
 
@@ -50,6 +51,14 @@ def test_runs_latency_and_reports(tiny_whisper, tones, tmp_path, capsys):  # noq
     assert "| refit |" in report and "refit (extraction's units)" in report
     assert "### toy: tones" in summary and "| t | kept params | extraction | GFLOPs / clip |" in summary
     assert "](toy/metric_vs_kept.png)" in summary  # figure paths relative to summary.md
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text("# Results\nwords\n<!-- table -->\nold\n<!-- /table -->\nmore words\n<!-- sections -->\nold\n"
+                   "<!-- /sections -->\nend\n")
+    assert update_results_doc(doc, summary)
+    text = doc.read_text()
+    assert "old" not in text and "more words" in text and text.endswith("end\n")
+    assert "| toy | accuracy" in text and "](results/toy/metric_vs_kept.png)" in text
+    assert not update_results_doc(tmp_path / "missing.md", summary)
     assert (tmp_path / "reports" / "toy" / "metric_vs_kept.png").stat().st_size > 10_000
     capsys.readouterr()
     run_jobs(jobs, root, data, protocol, [exp], workers=2)  # a second run finds everything finished
@@ -64,6 +73,7 @@ def test_cli_lists_the_plan(capsys):
 
 
 def test_reports_only_trains_nothing(tmp_path):
-    assert main(["--out", str(tmp_path / "runs"), "--reports", str(tmp_path / "reports"), "--reports-only"]) == 0
+    assert main(["--out", str(tmp_path / "runs"), "--reports", str(tmp_path / "reports"), "--reports-only",
+                 "--doc", str(tmp_path / "none.md")]) == 0
     assert (tmp_path / "reports" / "summary.md").is_file()
     assert not (tmp_path / "runs").exists()  # no data built, no protocol written, no run started

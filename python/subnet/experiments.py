@@ -318,6 +318,29 @@ def write_reports(experiments, root: Path, reports: Path, protocol: Protocol) ->
     return text
 
 
+def update_results_doc(doc: Path, summary: str) -> bool:
+    """Replace the generated parts of `doc` (docs/RESULTS.md) by those of `summary`: the headline
+    table between <!-- table --> and <!-- /table -->, the per-experiment sections between
+    <!-- sections --> and <!-- /sections --> (figure paths made relative to the doc). False
+    when the doc or its markers are missing (nothing written)."""
+    import re
+    if not doc.is_file():
+        return False
+    text = doc.read_text()
+    if not all(m in text for m in ("<!-- table -->", "<!-- /table -->", "<!-- sections -->", "<!-- /sections -->")):
+        return False
+    split = summary.find("\n### ")
+    head, sections = (summary, "") if split < 0 else (summary[:split], summary[split + 1:])
+    table = "\n".join(line for line in head.splitlines() if line.startswith("|"))
+    sections = re.sub(r"\]\(([^)/]+)/", r"](results/\1/", sections).rstrip()
+    text = re.sub(r"<!-- table -->.*?<!-- /table -->", lambda _: f"<!-- table -->\n{table}\n<!-- /table -->", text,
+                  flags=re.S)
+    text = re.sub(r"<!-- sections -->.*?<!-- /sections -->",
+                  lambda _: f"<!-- sections -->\n{sections}\n<!-- /sections -->", text, flags=re.S)
+    doc.write_text(text)
+    return True
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m subnet.experiments",
@@ -325,6 +348,8 @@ def main(argv=None) -> int:
                     "alone, reports). Finished runs are kept; a killed run resumes.")
     p.add_argument("--out", default="results", help="runs and data (large; default: results)")
     p.add_argument("--reports", default="docs/results", help="report.md + figures per experiment")
+    p.add_argument("--doc", default="docs/RESULTS.md", help="the results page whose generated parts (between "
+                   "its <!-- table --> and <!-- sections --> markers) are rewritten from the summary")
     p.add_argument("--only", nargs="+", metavar="NAME", help="experiments to run (default: all): "
                    + ", ".join(e.name for e in EXPERIMENTS))
     p.add_argument("--workers", type=int, default=2, help="training runs at a time (default: 2)")
@@ -350,7 +375,10 @@ def main(argv=None) -> int:
             print(j.label(), "->", j.out(root))
         return 0
     if args.reports_only:
-        print(write_reports(exps, root, Path(args.reports), protocol))
+        summary = write_reports(exps, root, Path(args.reports), protocol)
+        print(summary)
+        if update_results_doc(Path(args.doc), summary):
+            print(f"results: {args.doc} updated")
         return 0
     root.mkdir(parents=True, exist_ok=True)
     (root / "protocol.json").write_text(json.dumps(asdict(protocol), indent=1))
@@ -359,7 +387,10 @@ def main(argv=None) -> int:
     run_jobs(jobs, root, data_root, protocol, exps, args.workers)
     if not args.no_latency:
         measure_latencies(exps, root, threads=os.cpu_count())
-    print(write_reports(exps, root, Path(args.reports), protocol))
+    summary = write_reports(exps, root, Path(args.reports), protocol)
+    print(summary)
+    if update_results_doc(Path(args.doc), summary):
+        print(f"results: {args.doc} updated")
     print(f"results: done in {(time.time() - t0) / 60:.1f} min; reports under {args.reports}")
     return 0
 
