@@ -340,12 +340,12 @@ def render(res: dict, machine: dict, source) -> str:
         else:
             row += " - | - | - | - |"
         lines.append(row)
-    lines += ["", "Where the rest goes (torch.profiler, one quiet run on 2026-11-28; whisper-base, 25% kept, batch 8 x "
-              "5 s, eager): the compact model's matrix products run 4.3x faster than the dense model's (406 -> 95 ms "
+    lines += ["", "Where the rest goes (torch.profiler over 3 calls of each model, one quiet run on 2026-11-28, not "
+              "scripted in benchmarks/; whisper-base, 25% kept, batch 8 x 5 s, eager): the compact model's matrix products run 4.3x faster than the dense model's (406 -> 95 ms "
               "per call, more than the 4x of the FLOPs), but the residual adds and LayerNorms over the unpruned "
               "512-wide residual stream cost the same in both (24-27 ms per call): 4% of the dense call, 15% of the "
               "compact one. Heads, FFN neurons and conv channels are the units; the residual width is not, so this "
-              "part cannot shrink, and at 25% kept it alone holds the compact model near 0.85-0.9 of the ideal."]
+              "part cannot shrink, and at 25% kept it is most of the gap to the ideal."]
     lines += ["", "## Conv front end cached (`FrontEndCache`)", "",
               "Gates on heads and FFN neurons only (`--kinds head ffn`), so the conv front end is a fixed function "
               "of the clip: recomputed every step vs served from a warm per-clip cache (what every epoch after the "

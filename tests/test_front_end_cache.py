@@ -86,6 +86,7 @@ def test_trainable_front_end_or_no_clips_means_plain_compute():
     backbone.feature_extractor.requires_grad_(True)
     with cache.clips(waves, lengths, True):
         out = backbone(waves).last_hidden_state
+        assert cache._keys is None  # a trained front end: no clip was even hashed
     assert cache.misses == 0 and out.requires_grad
 
 

@@ -4,7 +4,8 @@ A linear probe, the random and importance baselines and any run with `train_gate
 the encoder the same clips epoch after epoch while nothing in it changes, so the encoder's
 output for a clip is a pure function of (the clip's samples, the padded batch width unless the
 front end pads every clip to one length, the gate decision). `EncoderCache` keys each clip by
-exactly that and returns the stored hidden states on a hit: the step then costs the head alone. The gate decision is part of the key, so
+exactly that and returns the stored hidden states on a hit: the step then costs the head alone.
+The gate decision is part of the key, so
 `MaskedModel.set_keep` (importance pruning mid-run) or restoring another checkpoint can never
 return stale states; it is only consulted while no encoder parameter and no gate logit
 requires a gradient.

@@ -46,7 +46,8 @@ class FrontEndCache:
         self.max_bytes = max_bytes
         self.store: dict[tuple[str, bytes], tuple[tuple, bool]] = {}  # (per-clip parts, output was a tuple)
         self.bytes = self.hits = self.misses = 0
-        self._keys: list[bytes] | None = None
+        self._batch: tuple | None = None  # (waves, lengths, width_matters) inside `clips`
+        self._keys: list[bytes] | None = None  # their keys, hashed when a wrapped module first asks
         self._undo = []
 
     @staticmethod
@@ -76,18 +77,20 @@ class FrontEndCache:
     @contextlib.contextmanager
     def clips(self, waves: torch.Tensor, lengths: torch.Tensor, width_matters: bool):
         """Within this block the wrapped modules see the batch of `waves` (one key per clip)."""
-        self._keys = clip_keys(b"front end", waves, lengths, width_matters)
+        self._batch, self._keys = (waves, lengths, width_matters), None
         try:
             yield
         finally:
-            self._keys = None
+            self._batch = self._keys = None
 
     def _call(self, path: str, module: nn.Module, args, kwargs):
-        keys = self._keys
         compute = type(module).forward
-        if (keys is None or any(p.requires_grad for p in module.parameters())
+        if (self._batch is None or any(p.requires_grad for p in module.parameters())
                 or (module.training and any(isinstance(m, nn.Dropout) for m in module.modules()))):
-            return compute(module, *args, **kwargs)
+            return compute(module, *args, **kwargs)  # and no clip is hashed (a trained front end)
+        if self._keys is None:  # once per batch, shared by every wrapped module
+            self._keys = clip_keys(b"front end", *self._batch)
+        keys = self._keys
         ids = [(path, k) for k in keys]
         if all(i in self.store for i in ids):
             self.hits += len(ids)

@@ -1,6 +1,7 @@
 """Pipeline: front end + encoder + task head as one callable on waveforms; load it from disk."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -24,9 +25,8 @@ class Pipeline(nn.Module):
     def encode(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The encoder's hidden states (every layer) for a batch of waveforms."""
         inputs = self.front_end.inputs(waves, lengths)
-        if self.front_end_cache is None:
-            return self.encoder(**inputs, output_hidden_states=True).hidden_states
-        with self.front_end_cache.clips(waves, lengths, not self.front_end.fixed_length):
+        fec = self.front_end_cache
+        with fec.clips(waves, lengths, not self.front_end.fixed_length) if fec is not None else nullcontext():
             return self.encoder(**inputs, output_hidden_states=True).hidden_states
 
     def _encoder_trains(self) -> bool:

@@ -21,8 +21,9 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 METHOD_ORDER = ("probe", "probe-4x", "extract", "refit", "importance", "random", "scratch")
-STYLE = {"probe": ("black", "*"), "probe-4x": ("dimgray", "*"), "refit": ("tab:green", "^"), "extract": ("tab:blue", "o"), "importance": ("tab:orange", "s"),
-         "random": ("tab:gray", "v"), "scratch": ("tab:red", "D")}
+STYLE = {"probe": ("black", "*"), "probe-4x": ("dimgray", "*"), "extract": ("tab:blue", "o"),
+         "refit": ("tab:green", "^"), "importance": ("tab:orange", "s"), "random": ("tab:gray", "v"),
+         "scratch": ("tab:red", "D")}
 
 
 def _base_method(method: str) -> str:

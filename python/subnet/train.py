@@ -134,7 +134,9 @@ class Extractor:
         if cfg.cache_encoder and not cfg.train_gates:
             self.pipeline.cache = EncoderCache(self._gate_state)
         paths = self.masked.family.front_end_modules(self.masked.backbone)
-        if cfg.cache_front_end and FrontEndCache.applies(self.masked.backbone, paths, self.masked.groups):
+        # (an encoder cache already serves everything after the front end)
+        if (cfg.cache_front_end and self.pipeline.cache is None
+                and FrontEndCache.applies(self.masked.backbone, paths, self.masked.groups)):
             self.pipeline.front_end_cache = FrontEndCache()
             self.pipeline.front_end_cache.install(self.masked.backbone, paths)
         groups = [{"params": list(self.head.parameters()), "lr": cfg.lr_head}]
