@@ -67,7 +67,7 @@ step() {
 
 {
     echo "date: $(date -u +%FT%TZ)"
-    echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)"
+    echo "commit: ${COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"  # COMMIT= where the tree has no .git
     "$PY" -c 'import sys, torch
 print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)'
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
@@ -163,7 +163,7 @@ else  # no build; the Triton interpreter tests are too slow for this check on a 
 fi
 
 # 2. kernel tests (-rs lists why any were skipped, e.g. no CUDA build of the extension)
-step kernel-tests 100 "$PY" -m pytest -q -p no:cacheprovider -rs tests/kernels -m "$tests" \
+step kernel-tests 130 "$PY" -m pytest -q -p no:cacheprovider -rs --durations=10 tests/kernels -m "$tests" \
     --junitxml="$PREFIX-kernel-tests.xml"
 
 # 3. kernel benchmarks; bench_kernels.py writes benchmarks/results/kernels-<device>-<tag>.json
