@@ -6,7 +6,7 @@
 #   3. benchmarks/bench_kernels.py --device cuda
 #   4. `subnet bench` compact vs dense: random-init whisper-base-shaped encoders at 50% and
 #      25% kept, batch 1 and 32, bf16, 30 s clips
-#   5. benchmarks/run.py --device cuda: mask-training step of whisper-base, batch 32 x 10 s, bf16,
+#   5. benchmarks/run.py --device cuda: mask-training step of whisper-base, batch 32 x 10 s and 30 s, bf16,
 #      all units alive vs half frozen vs the paper's hooks + eager attention
 #   6. tests/test_extract.py -k on_device: a tiny extraction trained on the GPU in bf16
 #   7. `subnet bench --compile reduce-overhead` (CUDA graphs) of the 25% artifact, batch 1
@@ -16,6 +16,7 @@
 # status is the number of failed steps.
 #
 #   bash benchmarks/gpu.sh                        # on the GPU machine
+#   STEPS="build training-step" bash benchmarks/gpu.sh   # only these steps (names as in the logs)
 #   DEVICE=cpu SMALL=1 bash benchmarks/gpu.sh     # the same steps on a CPU: tiny shapes, no build
 #
 # The GPU machines have no network: the build uses the installed torch, setuptools and ninja.
@@ -51,6 +52,7 @@ echo "device: $DEVICE ($TAG); results: $PREFIX-*"
 step() {
     local name=$1 limit=$2 left=$((BUDGET_S - (SECONDS - start)))
     shift 2
+    if [ -n "${STEPS:-}" ] && [[ " $STEPS " != *" $name "* ]]; then return 0; fi
     [ "$limit" -gt "$left" ] && limit=$left
     if [ "$limit" -lt 10 ]; then
         echo "!!! $name skipped: the 8-minute budget is spent"; failed=$((failed + 1)); return 0
@@ -71,6 +73,9 @@ step() {
     "$PY" -c 'import sys, torch
 print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)'
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
+    # the extension is built with $CXX (or c++); torch's own build compiler, for comparison
+    echo "CC=${CC:-} CXX=${CXX:-}: $(${CXX:-c++} --version 2>/dev/null | head -1)"
+    "$PY" -c 'import torch; print(*[l.strip() for l in torch.__config__.show().splitlines() if "ompiler" in l][:2])'
 } > "$PREFIX-environment.txt"
 cat "$PREFIX-environment.txt"
 
@@ -162,9 +167,12 @@ else  # no build; the Triton interpreter tests are too slow for this check on a 
     tests="not slow and not interpreter"
 fi
 
-# 2. kernel tests (-rs lists why any were skipped, e.g. no CUDA build of the extension)
-step kernel-tests 130 "$PY" -m pytest -q -p no:cacheprovider -rs --durations=10 tests/kernels -m "$tests" \
-    --junitxml="$PREFIX-kernel-tests.xml"
+# 2. kernel tests (-rs lists why any were skipped, e.g. no CUDA build of the extension). With
+# pytest-xdist, in 4 workers: a test that crashes its process is reported and the others still run.
+workers=()
+"$PY" -c 'import xdist' 2>/dev/null && workers=(-n 4)
+step kernel-tests 130 "$PY" -m pytest -q -p no:cacheprovider -rs --durations=10 "${workers[@]}" tests/kernels \
+    -m "$tests" --junitxml="$PREFIX-kernel-tests.xml"
 
 # 3. kernel benchmarks; bench_kernels.py writes benchmarks/results/kernels-<device>-<tag>.json
 if [ "$SMALL" = 1 ]; then

@@ -100,3 +100,48 @@ def test_frozen_dead_units_get_no_gradient():
         for p in mm.logits:
             p.fill_(5.0)  # a frozen unit stays dead whatever its logit
     assert all(torch.equal(mm.keep()[n], keep_before[n]) for n in keep_before)
+
+
+def test_gate_path_policy(monkeypatch):
+    """FFN gates run fused on the CPU only, head gates only when a backend is forced
+    (families/fused.py; a meta tensor stands in for a CUDA one)."""
+    from subnet.families.fused import fused_activation, fused_attention
+    cpu, other = torch.empty(1), torch.empty(1, device="meta")
+    monkeypatch.delenv("SUBNET_KERNEL_BACKEND", raising=False)
+    assert fused_activation(cpu) and not fused_activation(other)
+    assert not fused_attention(cpu) and not fused_attention(other)
+    monkeypatch.setenv("SUBNET_KERNEL_BACKEND", "reference")
+    assert fused_activation(other) and fused_attention(cpu) and fused_attention(other)
+
+
+@pytest.mark.parametrize("kind", ["whisper", "wav2vec2"])
+def test_fused_and_plain_gate_paths_agree(kind, monkeypatch):
+    """The plain-PyTorch gates (the CUDA default) give the outputs and gate-logit gradients of
+    the fused ops (the CPU default, and every op forced onto the reference backend), float64."""
+    model = build(kind).double()
+    mm = subnet.attach_masks(model).double()
+    mm.set_keep(random_keep(mm, seed=5))
+    with torch.no_grad():
+        for p in mm.logits:
+            p.mul_(torch.rand(p.shape, dtype=p.dtype) + 0.5)  # distinct magnitudes, same signs
+    inputs = {k: (v.double() if v.is_floating_point() else v) for k, v in inputs_for(kind, model).items()}
+    weight = torch.randn_like(masked_output(kind, mm, inputs))
+
+    def run_path():
+        mm.zero_grad(set_to_none=True)
+        out = masked_output(kind, mm, inputs)
+        (out * weight).sum().backward()
+        return out.detach(), [p.grad.clone() for p in mm.logits]
+
+    monkeypatch.delenv("SUBNET_KERNEL_BACKEND", raising=False)
+    cpu_default = run_path()
+    monkeypatch.setenv("SUBNET_KERNEL_BACKEND", "reference")
+    forced = run_path()
+    monkeypatch.delenv("SUBNET_KERNEL_BACKEND")
+    monkeypatch.setattr("subnet.families.base.fused_activation", lambda x: False)
+    plain = run_path()
+    for other in (cpu_default, forced):
+        torch.testing.assert_close(plain[0], other[0], rtol=1e-9, atol=1e-9)
+        for a, b in zip(plain[1], other[1]):
+            assert a.abs().max() > 0
+            torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)

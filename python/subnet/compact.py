@@ -84,7 +84,10 @@ def compare_to_masked(masked: MaskedModel, small: nn.Module, keep: dict) -> tupl
     masked.set_keep(keep)
     masked.backbone.eval()
     try:
-        inputs = family.probe_inputs(masked.backbone, torch.Generator().manual_seed(0))
+        # drawn on the CPU (same numbers everywhere), run where the model lives
+        device = next(masked.backbone.parameters()).device
+        inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v
+                  for k, v in family.probe_inputs(masked.backbone, torch.Generator().manual_seed(0)).items()}
         with masked.active():
             ref = family.main_output(family.run_probe(masked.backbone, inputs))
         out = family.main_output(family.run_probe(small, inputs))

@@ -2,24 +2,19 @@
 
 While a model is gated its config's `_attn_implementation` is "subnet_gated". Attention
 modules that carry a gate (`_subnet_gate`) compute gate[h] * softmax(q k^T) v with
-`subnet_kernels.gated_attention` where a fused backend runs it (CUDA, or a backend forced
-with SUBNET_KERNEL_BACKEND), else with PyTorch's SDPA followed by the gate multiply;
-every other attention module (e.g. a decoder's) runs plain SDPA.
+PyTorch's SDPA followed by the gate multiply, or with `subnet_kernels.gated_attention` where
+a kernel backend is forced (see families/fused.py for why); every other attention module
+(e.g. a decoder's) runs plain SDPA.
 """
 from __future__ import annotations
-
-import os
 
 import torch
 from torch.nn import functional as F
 
+from .fused import fused_attention
+
 NAME = "subnet_gated"
 _registered = False
-
-
-def use_fused(t: torch.Tensor) -> bool:
-    """The fused kernel path: on CUDA, or whenever a kernel backend is forced."""
-    return t.is_cuda or bool(os.environ.get("SUBNET_KERNEL_BACKEND"))
 
 
 def key_padding(mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -32,7 +27,7 @@ def key_padding(mask: torch.Tensor | None) -> torch.Tensor | None:
 
 def gated_sdpa(query, key, value, gate, attention_mask=None, scaling=None, dropout=0.0):
     """(B, H, T, D) attention output times the per-head gate."""
-    if use_fused(query) and dropout == 0.0:
+    if fused_attention(query) and dropout == 0.0:
         from subnet_kernels import gated_attention
         return gated_attention(query, key, value, gate.to(query.dtype), key_padding(attention_mask), scale=scaling)
     o = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout,

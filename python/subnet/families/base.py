@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..units import UnitGroup
+from .fused import fused_activation
 
 
 class Family:
@@ -128,8 +129,9 @@ FUSED_ACTS = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "gelu_pyt
 
 
 class GatedActivation(nn.Module):
-    """gate * act(x) in one fused kernel (subnet_kernels.gated_act): stands in for an FFN's
-    activation while the model is gated, so the neuron gate costs no extra pass."""
+    """gate * act(x): stands in for an FFN's activation while the model is gated. On the CPU
+    one fused kernel (subnet_kernels.gated_act), so the neuron gate costs no extra pass; on
+    CUDA PyTorch's own ops, which measured faster there (families/fused.py)."""
 
     def __init__(self, act: str, mm, group: str):
         super().__init__()
@@ -137,8 +139,12 @@ class GatedActivation(nn.Module):
         self._mm = [mm]  # not a submodule
 
     def forward(self, x):
+        gate = self._mm[0].gate(self.group).to(x.dtype)
+        if not fused_activation(x):
+            from subnet_kernels.reference import activation
+            return activation(x, self.act) * gate
         from subnet_kernels import gated_act
-        return gated_act(x, None, self._mm[0].gate(self.group).to(x.dtype), self.act)
+        return gated_act(x, None, gate, self.act)
 
 
 def gate_activation(owner: nn.Module, attr: str, act_name, consumer: nn.Module, mm, group: str):
