@@ -31,18 +31,22 @@ def _extension():
     if os.environ.get("SUBNET_NO_CUDA") == "1":
         want_cuda = False
     extra = {"cxx": ["-O3", "-std=c++17", "-fopenmp"]}
+    # -lstdc++: link the shared libstdc++ that torch uses, even where the compiler links a
+    # static copy by default (the H200 machine's g++ does: that private copy crashed while
+    # formatting an error message, benchmarks/results/gpu-cuda-nvidia-h200-crash-backtrace.txt).
+    link = ["-fopenmp", "-lstdc++"]
     if want_cuda and cuda_sources:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
         extra["nvcc"] = ["-O3", "-std=c++17"]
         ext = cpp_extension.CUDAExtension(
             "subnet_kernels._C", cpu_sources + cuda_sources,
             define_macros=[("SUBNET_WITH_CUDA", "1")], extra_compile_args=extra,
-            extra_link_args=["-fopenmp"],
+            extra_link_args=link,
         )
     else:
         ext = cpp_extension.CppExtension(
             "subnet_kernels._C", cpu_sources, extra_compile_args=extra,
-            extra_link_args=["-fopenmp"],
+            extra_link_args=link,
         )
     return [ext], {"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)}
 

@@ -385,6 +385,8 @@ def render(res: dict, machine: dict, source) -> str:
         lines += ["", "## Hardware-aligned compaction (`--align N`)", "",
                   f"`benchmarks/align_effect.py` ({aligned[-1].relative_to(ROOT)}), {a['threads']} threads, 21 "
                   "interleaved calls per model.", "", render_align(a["rows"], a["run"])]
+    from gpu_report import render_gpu
+    lines += render_gpu(ROOT / "benchmarks" / "results")
     return "\n".join(lines) + "\n"
 
 

@@ -135,6 +135,19 @@ def test_gather_compact(backend, dtype, monkeypatch):
 
 
 @pytest.mark.skipif(not has_cpp(), reason="subnet_kernels._C not built")
+def test_extension_links_the_shared_libstdcxx():
+    """One libstdc++ in the process: a static copy inside the extension (some toolchains link
+    one by default) segfaulted formatting the error message of the test below on the H200."""
+    import shutil
+    import subprocess
+    import subnet_kernels._C as ext
+    if shutil.which("ldd") is None:
+        pytest.skip("no ldd")
+    deps = subprocess.run(["ldd", ext.__file__], capture_output=True, text=True, check=True).stdout
+    assert "libstdc++.so" in deps, deps
+
+
+@pytest.mark.skipif(not has_cpp(), reason="subnet_kernels._C not built")
 def test_cpp_gather_rejects_out_of_range_table():
     w = torch.randn(4, 6)
     table = sk.build_table([w], [(0, (torch.tensor([1]), None))])
