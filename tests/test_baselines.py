@@ -146,3 +146,32 @@ def test_gate_importance_is_the_gate_gradient(tiny_whisper):  # noqa: F811
         full, without = loss(True), loss(False)
     # first order: L(g=0) - L(g=1) ~ -dL/dg; same sign and magnitude within a loose factor
     assert scores[name][0] / 2 == pytest.approx(abs(full - without), rel=0.9, abs=1e-4)
+
+
+def test_extract_refit_is_the_refit_baseline(tiny_whisper, tones, tmp_path, capsys):  # noqa: F811
+    """`subnet extract --refit` = the extraction, then `subnet baseline refit --reference OUT`
+    (what the experiments report as refit): same units, the same new head, the same metrics."""
+    from subnet.cli import main
+    out = tmp_path / "ext"
+    assert main(["extract", "--backbone", str(tiny_whisper), "--train", str(tones / "train"), "--valid",
+                 str(tones / "valid"), "--test", str(tones / "test"), "--max-seconds", "1", "--steps", str(STEPS),
+                 "--batch-size", "6", "--eval-every", "6", "--loss", "budget", "-t", "0.3", "--lambda", "2",
+                 "--lr-gates", "0.3", "--warmup", "0", "--quiet", "--no-latency", "--refit",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "refit (the same units" in printed and "is better)" in printed
+    m = json.loads((out / "refit" / "metrics.json").read_text())
+    assert m["method"] == "refit" and m["reference"] == str(out)
+    assert counts(out / "refit") == counts(out) and m["params"] == json.loads((out / "metrics.json").read_text())["params"]
+    separate = baseline("refit", tiny_whisper, tones, tmp_path / "separate", "--reference", str(out), "--no-latency")
+    assert separate["compact"] == m["compact"] and separate["valid_at_best"] == m["valid_at_best"]
+    a, b = (load_file(str(d / "head.safetensors")) for d in (out / "refit", tmp_path / "separate"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_extract_refit_refuses_a_probe(tiny_whisper, tones, tmp_path):  # noqa: F811
+    from subnet.cli import main
+    with pytest.raises(SystemExit, match="--refit needs gates"):
+        main(["extract", "--backbone", str(tiny_whisper), "--train", str(tones / "train"), "--valid",
+              str(tones / "valid"), "--probe", "--refit", "--out", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()  # refused before anything was written

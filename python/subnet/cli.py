@@ -44,6 +44,8 @@ def _extract(args) -> int:
     from .options import config_from_args
     from .train import ExtractConfig
 
+    if args.refit and args.probe:
+        raise SystemExit("subnet extract: --refit needs gates to fix; a --probe has none (drop one of the two)")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():  # under torchrun
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     cfg = config_from_args(args, ExtractConfig(t=args.t, train_gates=not args.probe))
@@ -55,7 +57,27 @@ def _extract(args) -> int:
     if metrics:
         print(format_table(metrics))
         print(f"artifact: {args.out} (metrics.json, log.jsonl)")
+    if metrics and args.refit:
+        refit = refit_extraction(args, cfg.seed)
+        print(f"refit (the same units, a new head trained with the gates fixed):\n{format_table(refit)}")
+        better = refit["valid_at_best"] > metrics["valid_at_best"]
+        print(f"artifact: {Path(args.out) / 'refit'}; validation {metrics['metric']}: extraction "
+              f"{metrics['valid_at_best']:.4f}, refit {refit['valid_at_best']:.4f} "
+              f"({'refit' if better else 'extraction'} is better)")
     return 0
+
+
+def refit_extraction(args, seed: int) -> dict:
+    """`subnet baseline refit` on the extraction just written to args.out: its units, a new head
+    trained as in the extraction's own config (steps, lr, batch) with the gates fixed."""
+    from dataclasses import replace
+
+    from .baselines import reference_config, refit
+
+    out = Path(args.out)
+    cfg = replace(reference_config(out), seed=seed)
+    return refit(args.backbone, out, args.train, args.valid, args.test, cfg, out=out / "refit",
+                 max_seconds=args.max_seconds, progress=not args.quiet, measure_latency=not args.no_latency)
 
 
 def _evaluate(args) -> int:
@@ -173,6 +195,10 @@ def main(argv=None) -> int:
     p.add_argument("--probe", action="store_true", help="train the head only, all gates on (a linear probe)")
     p.add_argument("--skip-bad", action="store_true", help="skip and count bad files instead of stopping")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--refit", action="store_true",
+                   help="then train a new head on the extracted units, gates fixed, with the same steps and "
+                        "seed (`subnet baseline refit --reference OUT`): a second artifact in OUT/refit. The "
+                        "head trained jointly with moving gates can lag behind what the final units allow")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=_extract)
     p = sub.add_parser("evaluate", help="an artifact's task metric on a dataset",
