@@ -263,6 +263,7 @@ def main(argv=None):
     parser.add_argument("--reps", type=int, default=11)
     parser.add_argument("--only", choices=["gated_act", "gather", "attention"], action="append")
     parser.add_argument("--no-save", action="store_true")
+    parser.add_argument("--out", default=str(RESULTS), help="folder of the results file (default: %(default)s)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     rows = []
@@ -276,9 +277,10 @@ def main(argv=None):
     if "attention" in only:
         bench_attention(rows, args.device, args.reps)
     if not args.no_save:
-        RESULTS.mkdir(parents=True, exist_ok=True)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
         tag = "".join(c if c.isalnum() else "-" for c in env["device"]).strip("-").lower()
-        path = RESULTS / f"kernels-{args.device}-{tag[:40]}.json"
+        path = out / f"kernels-{args.device}-{tag[:40]}.json"
         path.write_text(json.dumps({"environment": env, "results": rows}, indent=2) + "\n")
         print(f"wrote {path}")
 

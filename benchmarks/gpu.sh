@@ -24,7 +24,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export ROOT=$PWD PY=${PYTHON:-python3} DEVICE=${DEVICE:-cuda} SMALL=${SMALL:-0}
-export RESULTS=$ROOT/benchmarks/results
+export RESULTS=${RESULTS:-$ROOT/benchmarks/results}  # RESULTS=DIR: elsewhere (tests)
 export PYTHONPATH="$ROOT/python:$ROOT${PYTHONPATH:+:$PYTHONPATH}"  # works even if the install fails
 export PYTHONUNBUFFERED=1
 BUDGET_S=470  # every step ends by then (8 minutes, less the bookkeeping)
@@ -174,11 +174,11 @@ workers=()
 step kernel-tests 130 "$PY" -m pytest -q -p no:cacheprovider -rs --durations=10 "${workers[@]}" tests/kernels \
     -m "$tests" --junitxml="$PREFIX-kernel-tests.xml"
 
-# 3. kernel benchmarks; bench_kernels.py writes benchmarks/results/kernels-<device>-<tag>.json
+# 3. kernel benchmarks; bench_kernels.py writes $RESULTS/kernels-<device>-<tag>.json
 if [ "$SMALL" = 1 ]; then
     step bench-kernels 100 "$PY" benchmarks/bench_kernels.py --device "$DEVICE" --reps 2 --only gated_act --no-save
 else
-    step bench-kernels 80 "$PY" benchmarks/bench_kernels.py --device "$DEVICE" --reps 11
+    step bench-kernels 80 "$PY" benchmarks/bench_kernels.py --device "$DEVICE" --reps 11 --out "$RESULTS"
 fi
 
 # 4. compact vs dense
@@ -186,7 +186,7 @@ step subnet-bench 110 bash -c bench
 
 # 5. the mask-training step, bf16: all alive vs half frozen vs paper-style (hooks, eager attention)
 if [ "$DEVICE" = cuda ]; then
-    step training-step 60 "$PY" benchmarks/run.py --device cuda --repeats 7
+    step training-step 60 "$PY" benchmarks/run.py --device cuda --repeats 7 --out "$RESULTS"
 else
     step training-step 60 "$PY" benchmarks/run.py --quick --repeats 1 --only frozen_step --out "$(mktemp -d)" \
         --doc /dev/null
