@@ -45,7 +45,8 @@ def test_runs_latency_and_reports(tiny_whisper, tones, tmp_path, capsys):  # noq
     assert "of the probe trained with 4x the steps" in report
     row = next(line for line in summary.splitlines() if line.startswith("| toy |")).split("|")[1:-1]
     assert len(row) == 7 and re.fullmatch(r" [0-9.]+ \+- [0-9.]+ ", row[3])  # the 4x probe's column
-    assert re.fullmatch(r" [01]/1 ", row[6])  # refit against random: one size
+    # with --refit (the refit runs) against every baseline cut from the same extraction: one size
+    assert re.fullmatch(r" importance [01]/1, random [01]/1, scratch [01]/1, scratch-4x [01]/1 ", row[6]), row[6]
     assert all(re.fullmatch(r" (none|[0-9.]+% \(t=0.45\)) / (none|[0-9.]+% \(t=0.45\)) ", row[i]) for i in (2, 4))
     assert "refit (the extraction's units, a new head)" in report
     assert "| refit |" in report and "refit (extraction's units)" in report

@@ -310,7 +310,7 @@ def write_reports(experiments, root: Path, reports: Path, protocol: Protocol) ->
              "Largest removed parameter fraction within 1 point of a probe, for the extraction and for refit "
              "(the extraction's units with a new head trained like random's): \"extraction / refit\".", "",
              "| experiment | probe | within 1 point of it | probe, 4x steps (seed 0) | within 1 point of it | "
-             "extraction beats (wins / sizes) | refit beats random (sizes) |",
+             "extraction beats (wins / sizes) | with `--refit` beats (wins / sizes) |",
              "|---|---|---|---|---|---|---|"] + rows + [""] + sections
     text = "\n".join(lines)
     reports.mkdir(parents=True, exist_ok=True)

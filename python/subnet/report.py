@@ -497,19 +497,28 @@ def versus_baselines(runs) -> str | None:
     return "\n".join(rows)
 
 
-def refit_vs_random_pairs(runs) -> dict:
-    """{t: [(refit value, random value)]}: the extraction's own units and random units with the
-    same counts, each with a new head trained the same way, paired by their reference."""
+def refit_pairs(runs) -> dict:
+    """{(method, t): [(refit value, baseline value)]}: the extraction's own units with a new head
+    (refit, what `subnet extract --refit` produces) against every other baseline cut from the
+    same extraction (random units with the same counts and the same head training, importance,
+    scratch), paired by their reference."""
     by_ref: dict[str, dict[str, float]] = {}
     for m in runs:
-        if m["method"] in ("refit", "random") and m.get("reference"):
+        if m.get("reference") and m["method"] not in ("extract", "probe", "probe-4x"):
             by_ref.setdefault(_resolved(m["reference"]), {})[m["method"]] = m["compact"]
     ext = {_resolved(m["run"]): m for m in runs if m["method"] == "extract"}
     pairs: dict = {}
     for ref, v in by_ref.items():
-        if len(v) == 2 and ref in ext:
-            pairs.setdefault(setting_of(ext[ref], runs), []).append((v["refit"], v["random"]))
+        if "refit" in v and ref in ext:
+            for method, value in v.items():
+                if method != "refit":
+                    pairs.setdefault((method, setting_of(ext[ref], runs)), []).append((v["refit"], value))
     return pairs
+
+
+def refit_vs_random_pairs(runs) -> dict:
+    """{t: [(refit value, random value)]}: the choice of units alone, head training equal."""
+    return {t: ps for (method, t), ps in refit_pairs(runs).items() if method == "random"}
 
 
 def refit_vs_random(runs) -> str | None:
@@ -551,14 +560,15 @@ def summary_row(name: str, runs) -> str:
         by_method.setdefault(method, []).append(margin > 0)
     beats = ", ".join(f"{m} {sum(w)}/{len(w)}" for m, w in sorted(by_method.items(), key=lambda kv: _order(kv[0])))
     metric = runs[0]["metric"] if runs else ""
-    units = []
-    for ps in refit_vs_random_pairs(runs).values():
+    refit_wins: dict[str, list[bool]] = {}
+    for (method, _), ps in sorted(refit_pairs(runs).items(), key=lambda kv: str(kv[0])):
         margin = statistics.mean((b - a) if low else (a - b) for a, b in ps)
-        units.append(margin > 0)
-    units_cell = f"{sum(units)}/{len(units)}" if units else "-"
+        refit_wins.setdefault(method, []).append(margin > 0)
+    refit_cell = ", ".join(f"{m} {sum(w)}/{len(w)}" for m, w in sorted(refit_wins.items(),
+                                                                       key=lambda kv: _order(kv[0])))
     return (f"| {name} | {metric} {_pm(probes) if probes else '-'} | {both('probe')} | "
             f"{_pm(long_probes) if long_probes else '-'} | {both('probe-4x')} | {beats or '-'} | "
-            f"{units_cell} |")
+            f"{refit_cell or '-'} |")
 
 
 def write_report(paths, out, title: str = "subnet report") -> dict:
