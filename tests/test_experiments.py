@@ -78,3 +78,13 @@ def test_reports_only_trains_nothing(tmp_path):
                  "--doc", str(tmp_path / "none.md")]) == 0
     assert (tmp_path / "reports" / "summary.md").is_file()
     assert not (tmp_path / "runs").exists()  # no data built, no protocol written, no run started
+
+
+def test_only_limits_training_not_the_reports(tmp_path, monkeypatch):
+    """--only picks what is trained; the summary and the doc's table keep every experiment."""
+    import subnet.experiments as ex
+    seen = []
+    monkeypatch.setattr(ex, "write_reports", lambda exps, *a: seen.append([e.name for e in exps]) or "summary")
+    assert main(["--out", str(tmp_path / "runs"), "--reports", str(tmp_path / "reports"), "--reports-only",
+                 "--only", "5-asr", "--doc", str(tmp_path / "none.md")]) == 0
+    assert seen == [[e.name for e in ex.EXPERIMENTS]]
