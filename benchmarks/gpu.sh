@@ -168,9 +168,9 @@ else  # no build; the Triton interpreter tests are too slow for this check on a 
 fi
 
 # 2. kernel tests (-rs lists why any were skipped, e.g. no CUDA build of the extension). With
-# pytest-xdist, in 4 workers: a test that crashes its process is reported and the others still run.
+# pytest-xdist, in 8 workers: a test that crashes its process is reported and the others still run.
 workers=()
-"$PY" -c 'import xdist' 2>/dev/null && workers=(-n 4)
+"$PY" -c "import xdist" 2>/dev/null && workers=(-n 8)
 step kernel-tests 130 "$PY" -m pytest -q -p no:cacheprovider -rs --durations=10 "${workers[@]}" tests/kernels \
     -m "$tests" --junitxml="$PREFIX-kernel-tests.xml"
 
@@ -186,7 +186,7 @@ step subnet-bench 110 bash -c bench
 
 # 5. the mask-training step, bf16: all alive vs half frozen vs paper-style (hooks, eager attention)
 if [ "$DEVICE" = cuda ]; then
-    step training-step 60 "$PY" benchmarks/run.py --device cuda --repeats 7 --out "$RESULTS"
+    step training-step 150 "$PY" benchmarks/run.py --device cuda --repeats 7 --out "$RESULTS"
 else
     step training-step 60 "$PY" benchmarks/run.py --quick --repeats 1 --only frozen_step --out "$(mktemp -d)" \
         --doc /dev/null

@@ -28,9 +28,11 @@ def _step_rows(path: Path, gates: str) -> list[str]:
     d = json.loads(path.read_text())
     rows = []
     for r in d["frozen_step"]:
+        compiled = (f"{1e3 * r['compiled_s']:.1f} ms | {1 / r['compiled_over_paper']:.2f}x"
+                    if "compiled_s" in r else "- | -")
         rows.append(f"| {r['batch']} x {r['seconds']:g} s | {gates} | {1e3 * r['alive_s']:.1f} ms | "
                     f"{1e3 * r['frozen_s']:.1f} ms | {r['frozen_over_alive']:.2f} | {1e3 * r['paper_s']:.1f} ms | "
-                    f"{1 / r['alive_over_paper']:.2f}x |")
+                    f"{1 / r['alive_over_paper']:.2f}x | {compiled} |")
     return rows
 
 
@@ -77,9 +79,11 @@ def render_gpu(results: Path) -> list[str]:
         if steps:
             lines += ["", "Mask-training step, whisper-base (`benchmarks/run.py --device cuda`): all units alive vs "
                       "half of every group frozen (`--freeze-dead`) vs the paper's way (forward hooks, eager "
-                      "attention). Target: >= 2x faster than paper-style.", "",
+                      "attention); compiled: all alive, the encoder under `torch.compile(mode=\"reduce-overhead\")` "
+                      "(`--compile reduce-overhead`: CUDA graphs). Target: >= 2x faster than paper-style.", "",
                       "| batch x clip | gates | all alive | 50% frozen | frozen / alive | paper-style | "
-                      "speedup over paper-style |", "|---|---|---|---|---|---|---|"]
+                      "speedup over paper-style | compiled | compiled speedup over paper-style |",
+                      "|---|---|---|---|---|---|---|---|---|"]
             for p in steps:
                 fused = p.stem.endswith("-fused-kernels")
                 lines += _step_rows(p, "fused kernels (earlier run)" if fused else "PyTorch ops (default)")

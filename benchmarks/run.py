@@ -105,10 +105,12 @@ def training_step(name: str, model, batch: int, seconds: float, repeats: int) ->
 
 
 def frozen_step(name: str, model, fraction_dead: float, batch: int, seconds: float, repeats: int,
-                device: str = "cpu", bf16: bool = False) -> dict:
+                device: str = "cpu", bf16: bool = False, compile_mode: str | None = None) -> dict:
     """Mask-training step with every unit alive vs with `fraction_dead` of every group frozen
     (`--freeze-dead`: frozen units are not computed), and vs the paper's way of gating (hooks,
-    eager attention, every unit computed, Whisper only), interleaved; each on its own copy."""
+    eager attention, every unit computed, Whisper only), interleaved; each on its own copy.
+    `compile_mode`: also the all-alive step with the encoder under torch.compile in that mode
+    (`--compile`; compiled during the warm-up)."""
     import copy
     from paper_style import paper_style
     x = {k: v.to(device) for k, v in inputs_for(model, batch, seconds).items()}
@@ -118,24 +120,34 @@ def frozen_step(name: str, model, fraction_dead: float, batch: int, seconds: flo
                 "frozen": subnet.attach_masks(copy.deepcopy(model))}
     if isinstance(model, WhisperEncoder):
         variants["paper"] = paper_style(copy.deepcopy(model))
+    if compile_mode:
+        variants["compiled"] = subnet.attach_masks(copy.deepcopy(model))
     variants["frozen"].set_keep(uniform_keep(variants["frozen"], 1 - fraction_dead))
     variants["frozen"].freeze_dead()
     variants = {k: mm.to(device) for k, mm in variants.items()}
+    calls = {k: torch.compile(mm, mode=compile_mode) if k == "compiled" else mm for k, mm in variants.items()}
 
-    def step_of(mm):
+    def step_of(k):
+        mm, call = variants[k], calls[k]
+
         def step():
             with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
-                h = mm(**x).last_hidden_state
+                h = call(**x).last_hidden_state
             head(h.float()).square().mean().backward()
             mm.zero_grad(set_to_none=True)
         return step
 
-    t = interleaved({k: step_of(mm) for k, mm in variants.items()}, repeats, cuda=device.startswith("cuda"))
+    t = interleaved({k: step_of(k) for k in variants}, repeats, warmup=3 if compile_mode else 2,
+                    cuda=device.startswith("cuda"))
     out = {"model": name, "batch": batch, "seconds": seconds, "dead": fraction_dead, "device": device,
            "dtype": "bf16" if bf16 else "fp32",
            "alive_s": t["alive"], "frozen_s": t["frozen"], "frozen_over_alive": t["frozen"] / t["alive"]}
     if "paper" in t:
         out.update(paper_s=t["paper"], alive_over_paper=t["alive"] / t["paper"])
+    if "compiled" in t:
+        out.update(compile_mode=compile_mode, compiled_s=t["compiled"], compiled_over_alive=t["compiled"] / t["alive"])
+        if "paper" in t:
+            out["compiled_over_paper"] = t["compiled"] / t["paper"]
     return out
 
 
@@ -289,13 +301,14 @@ def main(argv=None) -> int:
 
 def gpu_main(args, reps: int) -> int:
     """On a CUDA device: the mask-training step of whisper-base (batch 32, 10 s and Whisper's
-    own 30 s window; bf16 autocast) all alive vs half frozen vs paper-style, interleaved and
-    synchronised."""
+    own 30 s window; bf16 autocast) all alive vs half frozen vs paper-style vs all alive under
+    torch.compile with CUDA graphs (reduce-overhead), interleaved and synchronised."""
     name = torch.cuda.get_device_name(args.device)
     tag = "".join(c if c.isalnum() else "-" for c in name).strip("-").lower()
     rows = []
     for batch, secs in [(4, 1.0)] if args.quick else [(32, 10.0), (32, 30.0)]:
-        rows.append(frozen_step("whisper-base", whisper_base(secs), 0.5, batch, secs, reps, args.device, bf16=True))
+        rows.append(frozen_step("whisper-base", whisper_base(secs), 0.5, batch, secs, reps, args.device, bf16=True,
+                                compile_mode="reduce-overhead"))
         print(rows[-1], flush=True)
         torch.cuda.empty_cache()
     out = Path(args.out) / f"gpu-{tag}-{datetime.date.today().isoformat()}.json"

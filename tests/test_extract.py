@@ -242,6 +242,35 @@ def test_extract_on_device(tones, tiny_whisper, tmp_path):
     assert all(p.device.type == "cpu" for p in pipe.parameters())
 
 
+@pytest.mark.slow
+def test_compiled_encoder_trains_like_eager(tones, tiny_whisper, tmp_path):
+    """--compile changes nothing but speed: the same losses, gates and test metric as eager
+    (up to float reassociation in fused kernels), freeze-dead recompiles included."""
+    from torch._dynamo.utils import counters
+    runs = {}
+    counters.clear()
+    for mode in ("", "default"):
+        cfg = ExtractConfig(steps=8, batch_size=6, eval_every=4, t=0.3, lam=2.0, lr_gates=0.3, warmup=0.0,
+                            freeze_dead=2, compile=mode)
+        out = tmp_path / (mode or "eager")
+        m = extract(str(tiny_whisper), tones / "train", tones / "valid", tones / "test", cfg, out,
+                    max_seconds=1.0, progress=False, measure_latency=False)
+        log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+        runs[mode] = (m, log)
+    (m_e, log_e), (m_c, log_c) = runs[""], runs["default"]
+    assert [r["kept"] for r in log_e] == [r["kept"] for r in log_c]  # the same gate decisions, every step
+    assert log_e[-1]["kept"] < 1.0  # units were frozen along the way
+    np.testing.assert_allclose([r["loss"] for r in log_c], [r["loss"] for r in log_e], rtol=1e-4)
+    assert m_c["compact"] == m_e["compact"] and m_c["params"] == m_e["params"]
+    assert counters["stats"]["unique_graphs"] > 0  # it was compiled, not silently run eagerly
+
+
+def test_unknown_compile_mode_is_refused(tiny_whisper, tmp_path):
+    from subnet.train import Extractor
+    with pytest.raises(ValueError, match="compile must be"):
+        Extractor(subnet.load_backbone(str(tiny_whisper)), 3, ExtractConfig(compile="fast"), tmp_path)
+
+
 def test_prefetched_batches_are_the_same_batches():
     from subnet.train import Prefetched
     import threading

@@ -70,14 +70,14 @@ class MaskedModel(nn.Module):
         return values
 
     def _forced(self, i: int) -> torch.Tensor | None:
-        """Units kept regardless of their logit: a conv group keeps its `min_keep` best."""
+        """Units kept regardless of their logit: a conv group keeps its `min_keep` best. All
+        tensor ops, no branch on values: no device sync per step, no break in a compiled graph."""
         k = self.groups[self._names[i]].min_keep
-        m = self.logits[i].detach()
-        if not k or int((m > 0).sum()) >= k:
+        if not k:
             return None
-        forced = torch.zeros_like(m)
-        forced[torch.topk(m, k).indices] = 1.0
-        return forced
+        m = self.logits[i].detach()
+        forced = torch.zeros_like(m).scatter_(0, torch.topk(m, k).indices, 1.0)
+        return forced * ((m > 0).sum() < k)  # zero (nothing forced) while k units are kept anyway
 
     def gate(self, name: str) -> torch.Tensor:
         """Gate vector of group `name` during a forward pass (used by the installed hooks)."""
@@ -103,7 +103,8 @@ class MaskedModel(nn.Module):
         """The module the forward pass runs: the backbone, or while units are frozen (and
         `skip_frozen`) a copy shrunk to the units that are not, gated by the same logits."""
         frozen = [getattr(self, f"frozen_{i}") for i in range(len(self._names))]
-        if not (self.skip_frozen and any(bool(f.any()) for f in frozen)
+        # one device sync per forward pass, not one per group
+        if not (self.skip_frozen and frozen and bool(torch.stack([f.any() for f in frozen]).any())
                 and self.family.can_skip_frozen(self.backbone)):
             self._live = None
             return self.backbone

@@ -28,10 +28,13 @@ _OPTIONS = {  # field: (flag, type, help)
     "seed": ("--seed", int, "random seed (data order, head init, baseline choices)"),
     "device": ("--device", str, "where training runs: auto (cuda when available) | cpu | cuda[:N]"),
     "dtype": ("--dtype", str, "fp32 | bf16 (autocast of the encoder's forward pass; gates and head in fp32)"),
+    "compile": ("--compile", str, "torch.compile the encoder for training: default | reduce-overhead (CUDA "
+                "graphs on a GPU) | max-autotune; compiling costs time up front, and again whenever "
+                "--freeze-dead freezes units"),
     "freeze_dead": ("--freeze-dead", int, "freeze a unit whose gate stayed 0 for K steps: it stops being "
                     "computed (faster steps; 0 = never)"),
 }
-_CHOICES = {"dtype": ["fp32", "bf16"], "task": ["classify", "tag", "ctc"], "loss": ["seed", "mean", "budget"], "cost": ["params", "flops", "latency"]}
+_CHOICES = {"compile": ["default", "reduce-overhead", "max-autotune"], "dtype": ["fp32", "bf16"], "task": ["classify", "tag", "ctc"], "loss": ["seed", "mean", "budget"], "cost": ["params", "flops", "latency"]}
 
 
 def add_data_options(p: argparse.ArgumentParser, backbone_required: bool = True) -> None:
@@ -58,7 +61,7 @@ def add_config_options(p: argparse.ArgumentParser, defaults: ExtractConfig | Non
             continue
         kw = {"nargs": "+"} if name == "kinds" else {}
         default = getattr(d, name)
-        shown = " ".join(default) if isinstance(default, tuple) else default
+        shown = " ".join(default) if isinstance(default, tuple) else (default if default != "" else "off")
         source = "the reference's, else " if inherited else ""
         p.add_argument(flag, dest=name, type=typ, default=None, choices=_CHOICES.get(name),
                        help=f"{text} (default: {source}{shown})", **kw)

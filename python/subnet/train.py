@@ -56,6 +56,7 @@ class ExtractConfig:
     freeze_dead: int = 0  # > 0: a unit whose gate stayed 0 this many steps is frozen and no longer computed
     device: str = "auto"  # auto (cuda when available) | cpu | cuda[:N]
     dtype: str = "fp32"  # fp32 | bf16 (autocast of the forward pass; gates and head stay fp32)
+    compile: str = ""  # "" (eager) | default | reduce-overhead (CUDA graphs) | max-autotune: torch.compile of the encoder
 
 
 @dataclass
@@ -66,6 +67,7 @@ class Batch:
 
 
 DTYPES = ("fp32", "bf16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -119,6 +121,8 @@ class Extractor:
         self.device = resolve_device(cfg.device)
         if cfg.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, not {cfg.dtype!r}")
+        if cfg.compile and cfg.compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be '' (eager) or one of {COMPILE_MODES}, not {cfg.compile!r}")
         torch.manual_seed(cfg.seed)
         self.masked: MaskedModel = self._attach(backbone).to(self.device)
         self.masked.backbone.eval()
@@ -134,11 +138,15 @@ class Extractor:
         if cfg.cache_encoder and not cfg.train_gates:
             self.pipeline.cache = EncoderCache(self._gate_state)
         paths = self.masked.family.front_end_modules(self.masked.backbone)
-        # (an encoder cache already serves everything after the front end)
-        if (cfg.cache_front_end and self.pipeline.cache is None
+        # (an encoder cache already serves everything after the front end; a compiled encoder
+        # is one graph, which a per-clip lookup in the middle would break)
+        if (cfg.cache_front_end and self.pipeline.cache is None and not cfg.compile
                 and FrontEndCache.applies(self.masked.backbone, paths, self.masked.groups)):
             self.pipeline.front_end_cache = FrontEndCache()
             self.pipeline.front_end_cache.install(self.masked.backbone, paths)
+        if cfg.compile:  # forward and backward compiled on first use (elementwise work fused;
+            # reduce-overhead replays CUDA graphs); frozen units change the graph: a recompile
+            self.pipeline.encoder = torch.compile(self.masked, mode=cfg.compile)
         groups = [{"params": list(self.head.parameters()), "lr": cfg.lr_head}]
         if cfg.train_gates:
             groups.append({"params": list(self.masked.logits), "lr": cfg.lr_gates})
