@@ -7,10 +7,11 @@
 #   4. `subnet bench` compact vs dense: random-init whisper-base-shaped encoders at 50% and
 #      25% kept, batch 1 and 32, bf16, 30 s clips
 #   5. benchmarks/run.py --device cuda: mask-training step of whisper-base, batch 32 x 10 s and 30 s, bf16,
-#      all units alive vs half frozen vs the paper's hooks + eager attention
+#      all units alive vs half frozen vs the paper's hooks + eager attention vs all alive under
+#      torch.compile(mode="reduce-overhead") (`subnet extract --compile reduce-overhead`: CUDA graphs)
 #   6. tests/test_extract.py -k on_device: a tiny extraction trained on the GPU in bf16
 #   7. `subnet bench --compile reduce-overhead` (CUDA graphs) of the 25% artifact, batch 1
-# Everything lands in benchmarks/results/, named after the device: gpu-<device>-*.log|json|xml
+# Everything lands in $RESULTS (default benchmarks/results/), named after the device: gpu-<device>-*.log|json|xml
 # and bench_kernels.py's kernels-cuda-<device>.json. Each step has its own time limit and all
 # of them end by 8 minutes; a failed step is reported and the others still run; the exit
 # status is the number of failed steps.
