@@ -78,3 +78,20 @@ def test_pareto_plot_returns_what_it_drew(tmp_path):
     assert series["params"]["front"] == [pytest.approx(p) for p in [(25.0, 0.80), (55.0, 0.90)]]
     assert [x for x, _ in series["latency"]["front"]] == pytest.approx([30.0, 60.0])  # % of the full 10 ms
     assert (tmp_path / "p.png").read_bytes().startswith(PNG)
+
+
+def test_sweep_refit(tiny_whisper, tones, tmp_path):  # noqa: F811
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--backbone", str(tiny_whisper), "--train", str(tones / "train"), "--valid",
+            str(tones / "valid"), "--test", str(tones / "test"), "-t", "0.3", "--steps", "6", "--batch-size", "6",
+            "--eval-every", "3", "--lambda", "2", "--lr-gates", "0.3", "--warmup", "0", "--max-seconds", "1",
+            "--quiet", "--no-latency", "--refit", "--out", str(out)]
+    args = parser().parse_args(argv)
+    assert args.func(args) == 0
+    refit = json.loads((out / "t=0.3" / "refit" / "metrics.json").read_text())
+    assert refit["method"] == "refit" and refit["reference"] == str(out / "t=0.3")
+    table = (out / "sweep.md").read_text().splitlines()
+    assert "| with --refit |" in table[0] and table[2].startswith(f"| 0.3 | ") and f"| {refit['compact']:.4f} |" in table[2]
+    stamp = (out / "t=0.3" / "refit" / "metrics.json").stat().st_mtime_ns
+    assert args.func(parser().parse_args(argv)) == 0  # finished: neither extraction nor refit rerun
+    assert (out / "t=0.3" / "refit" / "metrics.json").stat().st_mtime_ns == stamp

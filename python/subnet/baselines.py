@@ -201,6 +201,22 @@ def refit(backbone, artifact, train, valid, test=None, cfg: ExtractConfig | None
                         measure_latency)
 
 
+def refit_extraction(backbone, extraction, train, valid, test=None, seed: int | None = None,
+                     max_seconds: float | None = 2.0, progress: bool = True, measure_latency: bool = True,
+                     rerun: bool = False) -> dict:
+    """`refit` on an extraction just made (`subnet extract --refit`, `subnet sweep --refit`): its
+    units, a new head trained with its own config (steps, lr, batch; `seed`: the same unless
+    given) and the gates fixed, into EXTRACTION/refit. A finished refit is read back unless `rerun`."""
+    extraction = Path(extraction)
+    done = extraction / "refit" / "metrics.json"
+    if done.is_file() and not rerun:
+        return json.loads(done.read_text())
+    cfg = reference_config(extraction)
+    cfg = replace(cfg, seed=cfg.seed if seed is None else seed)
+    return refit(backbone, extraction, train, valid, test, cfg, out=extraction / "refit", max_seconds=max_seconds,
+                 progress=progress, measure_latency=measure_latency)
+
+
 def _fixed_units(method, backbone, artifact, train, valid, test, cfg, out, max_seconds, progress,
                  measure_latency) -> dict:
     info = reference_info(artifact)

@@ -58,26 +58,16 @@ def _extract(args) -> int:
         print(format_table(metrics))
         print(f"artifact: {args.out} (metrics.json, log.jsonl)")
     if metrics and args.refit:
-        refit = refit_extraction(args, cfg.seed)
+        from .baselines import refit_extraction
+        refit = refit_extraction(args.backbone, args.out, args.train, args.valid, args.test, cfg.seed,
+                                 args.max_seconds, not args.quiet, not args.no_latency, rerun=True)
         print(f"refit (the same units, a new head trained with the gates fixed):\n{format_table(refit)}")
-        better = refit["valid_at_best"] > metrics["valid_at_best"]
+        from .train import better as is_better
+        better = is_better(cfg.task, refit["valid_at_best"], metrics["valid_at_best"])
         print(f"artifact: {Path(args.out) / 'refit'}; validation {metrics['metric']}: extraction "
               f"{metrics['valid_at_best']:.4f}, refit {refit['valid_at_best']:.4f} "
               f"({'refit' if better else 'extraction'} is better)")
     return 0
-
-
-def refit_extraction(args, seed: int) -> dict:
-    """`subnet baseline refit` on the extraction just written to args.out: its units, a new head
-    trained as in the extraction's own config (steps, lr, batch) with the gates fixed."""
-    from dataclasses import replace
-
-    from .baselines import reference_config, refit
-
-    out = Path(args.out)
-    cfg = replace(reference_config(out), seed=seed)
-    return refit(args.backbone, out, args.train, args.valid, args.test, cfg, out=out / "refit",
-                 max_seconds=args.max_seconds, progress=not args.quiet, measure_latency=not args.no_latency)
 
 
 def _evaluate(args) -> int:

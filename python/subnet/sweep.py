@@ -21,10 +21,11 @@ def run_name(t: float) -> str:
 
 def sweep(backbone, train, valid, test, ts, cfg: ExtractConfig | None = None, out="sweep-out",
           max_seconds: float | None = 2.0, progress: bool = True, measure_latency: bool = True,
-          rerun: bool = False) -> list[dict]:
+          rerun: bool = False, refit: bool = False) -> list[dict]:
     """Extract once per target in `ts` into out/t=<t>/; return the metrics (with "t", "method",
     "run") in the order of `ts`, and write out/sweep.md and out/sweep.png. Unless `rerun`, a
-    finished setting is read back and an unfinished one resumes from its checkpoint."""
+    finished setting is read back and an unfinished one resumes from its checkpoint. `refit`:
+    each extraction is followed by a head refit into out/t=<t>/refit (its metrics under "refit")."""
     cfg = cfg or ExtractConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -36,6 +37,11 @@ def sweep(backbone, train, valid, test, ts, cfg: ExtractConfig | None = None, ou
         m = extract_setting(backbone, train, valid, test, replace(cfg, t=t), run, max_seconds, progress,
                             measure_latency, rerun)
         m["run"] = str(run)
+        if refit:
+            from .baselines import refit_extraction
+            r = refit_extraction(backbone, run, train, valid, test, None, max_seconds, progress, measure_latency,
+                                 rerun)
+            m["refit"] = {"compact": r["compact"], "valid_at_best": r["valid_at_best"], "run": str(run / "refit")}
         results.append(m)
     (out / "sweep.md").write_text(sweep_table(results))
     from .report import plot_pareto
@@ -66,14 +72,16 @@ def sweep_table(results: list[dict]) -> str:
     from .report import pareto_front
     front = pareto_front([(m["params"]["kept_fraction"], m["compact"]) for m in results],
                          lower_is_better=results[0]["metric"] == "cer" if results else False)
-    rows = ["| t | " + (results[0]["metric"] if results else "metric") +
+    refits = any("refit" in m for m in results)
+    rows = ["| t | " + (results[0]["metric"] if results else "metric") + (" | with --refit" if refits else "") +
             " | kept params | GFLOPs / clip | latency (ms, batch 1) | speedup | file (MB) | Pareto |",
-            "|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|" + ("---|" if refits else "")]
     for i, m in enumerate(results):
         lat = m.get("latency_batch1")
         ms = f"{1e3 * lat['compact']['median_s']:.2f}" if lat else "-"
         speed = f"{lat['full']['median_s'] / lat['compact']['median_s']:.2f}x" if lat else "-"
-        rows.append(f"| {m.get('t', '-'):g} | {m['compact']:.4f} | {100 * m['params']['kept_fraction']:.1f}% | "
+        refit = (f" | {m['refit']['compact']:.4f}" if "refit" in m else " | -") if refits else ""
+        rows.append(f"| {m.get('t', '-'):g} | {m['compact']:.4f}{refit} | {100 * m['params']['kept_fraction']:.1f}% | "
                     f"{m['flops_per_clip']['compact'] / 1e9:.3f} | {ms} | {speed} | "
                     f"{m['file_bytes'] / 1e6:.2f} | {'*' if i in front else ''} |")
     return "\n".join(rows) + "\n"
@@ -83,7 +91,7 @@ def _run_sweep(args) -> int:
     cfg = config_from_args(args, ExtractConfig(loss="budget"))
     results = sweep(args.backbone, args.train, args.valid, args.test, args.t, cfg, args.out,
                     max_seconds=args.max_seconds, progress=not args.quiet,
-                    measure_latency=not args.no_latency, rerun=args.rerun)
+                    measure_latency=not args.no_latency, rerun=args.rerun, refit=args.refit)
     print(sweep_table(results))
     print(f"table: {Path(args.out) / 'sweep.md'}  plot: {Path(args.out) / 'sweep.png'}")
     return 0
@@ -105,6 +113,9 @@ def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
     add_config_options(p, ExtractConfig(loss="budget"))
     p.add_argument("--rerun", action="store_true",
                    help="start every setting afresh (default: skip finished ones, resume unfinished ones)")
+    p.add_argument("--refit", action="store_true",
+                   help="after each extraction, train a new head on its units with the gates fixed "
+                        "(as `subnet extract --refit`), into OUT/t=<t>/refit; the table gets its metric")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=_run_sweep)
     return p
