@@ -201,6 +201,20 @@ step extract-on-device 40 "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_
 # fused elementwise work, CUDA graphs replayed
 step subnet-bench-graphs 90 bash -c bench_graphs
 
+# results name no paths of this machine: the checkout, site-packages, venvs, temp dirs, the
+# toolkit and the compilers become placeholders (the environment file keeps the facts)
+scrub() {
+    local f
+    for f in "$@"; do
+        [[ -f "$f" && "$f" != *-environment*.txt ]] || continue
+        sed -i -E -e "s#$ROOT/##g" -e 's#/[^ '"'"'"()]*/site-packages/#<site-packages>/#g' \
+            -e 's#/[^ '"'"'"()]*/\.venv/#<venv>/#g' -e 's#/tmp/[^ /'"'"'"]*/#<tmp>/#g' \
+            -e "s#${CUDA_HOME:-/usr/local/cuda}#\$CUDA_HOME#g" -e 's#/usr/include/#<system-include>/#g' \
+            ${CC:+-e "s#$CC#\$CC#g"} ${CXX:+-e "s#$CXX#\$CXX#g"} "$f"
+    done
+}
+scrub "$PREFIX"-* "$RESULTS"/kernels-"$DEVICE"-*
+
 echo "=== done in $((SECONDS - start)) s; $failed step(s) failed; results:"
 ls -1 "$PREFIX"-* "$RESULTS"/kernels-"$DEVICE"-* 2>/dev/null
 exit "$failed"

@@ -31,3 +31,8 @@ def test_gpu_script_on_the_cpu(tmp_path):
     # only the steps asked for ran, and the summary says so
     assert not any("training-step" in n or "kernel-tests" in n for n in names), names
     assert "0 step(s) failed" in r.stdout
+    for p in tmp_path.iterdir():  # no paths of this machine in the results (the environment file aside)
+        if "environment" not in p.name:
+            text = p.read_text()
+            assert str(ROOT) not in text and "/tmp/" not in text and "site-packages/" not in text.replace(
+                "<site-packages>/", ""), p.name
