@@ -62,9 +62,10 @@ def render_gpu(results: Path) -> list[str]:
         lines += ["", f"## GPU: {tag}", "",
                   f"`bash benchmarks/gpu.sh` on {env[3]} ({env[2]}); runs: "
                   + "; ".join(f"{d.split(': ')[1]} at {c.split(': ')[1][:8]}" for d, c in runs)
-                  + " (each file names its run's commit in the environment file of that run). Random-init "
-                  "whisper-base shapes, bf16 autocast, CUDA timed with events after synchronisation, variants "
-                  f"interleaved. Files: benchmarks/results/*{tag}*.", "",
+                  + " (a later run redoes only some steps: each step's files come from the last run of it; the "
+                  "environment files give each run's commit). Random-init "
+                  "whisper-base shapes, bf16 autocast, variants interleaved; `subnet bench` times with CUDA events, "
+                  f"the training step with the wall clock between `torch.cuda.synchronize()` calls. Files: benchmarks/results/*{tag}*.", "",
                   f"- Kernel tests on the GPU (`pytest tests/kernels`): {kernel_tests}."]
         if "test_cpp_gather_rejects_out_of_range_table" in kernel_tests:
             lines.append("  That test segfaulted: this machine's g++ links a private static libstdc++ into the "

@@ -26,7 +26,7 @@ def test_no_gpu_results_no_section(tmp_path):
 def test_h200_section_from_its_files(tmp_path):
     files = [p.name for p in RESULTS.glob("*nvidia-h200*")]
     text = "\n".join(render_gpu(_copy(files, tmp_path)))
-    assert "## GPU: nvidia-h200" in text
+    assert "## GPU: nvidia-h200" in text and "{" not in text
     step = json.loads((RESULTS / "gpu-nvidia-h200-2026-11-28.json").read_text())["frozen_step"]
     for r in step:  # speedup over paper-style = paper time / alive time
         assert f"| {r['paper_s'] / r['alive_s']:.2f}x |" in text

@@ -62,11 +62,10 @@ def _extract(args) -> int:
         refit = refit_extraction(args.backbone, args.out, args.train, args.valid, args.test, cfg.seed,
                                  args.max_seconds, not args.quiet, not args.no_latency, rerun=True)
         print(f"refit (the same units, a new head trained with the gates fixed):\n{format_table(refit)}")
-        from .train import better as is_better
-        better = is_better(cfg.task, refit["valid_at_best"], metrics["valid_at_best"])
+        from .train import better
+        winner = "refit" if better(cfg.task, refit["valid_at_best"], metrics["valid_at_best"]) else "extraction"
         print(f"artifact: {Path(args.out) / 'refit'}; validation {metrics['metric']}: extraction "
-              f"{metrics['valid_at_best']:.4f}, refit {refit['valid_at_best']:.4f} "
-              f"({'refit' if better else 'extraction'} is better)")
+              f"{metrics['valid_at_best']:.4f}, refit {refit['valid_at_best']:.4f} ({winner} is better)")
     return 0
 
 

@@ -374,13 +374,8 @@ def main(argv=None) -> int:
         for j in jobs:
             print(j.label(), "->", j.out(root))
         return 0
-    # reports cover every experiment with runs, not only those --only trains: the summary and
-    # the doc's table stay whole
     if args.reports_only:
-        summary = write_reports(EXPERIMENTS, root, Path(args.reports), protocol)
-        print(summary)
-        if update_results_doc(Path(args.doc), summary):
-            print(f"results: {args.doc} updated")
+        _report(args, root, protocol)
         return 0
     root.mkdir(parents=True, exist_ok=True)
     (root / "protocol.json").write_text(json.dumps(asdict(protocol), indent=1))
@@ -389,12 +384,18 @@ def main(argv=None) -> int:
     run_jobs(jobs, root, data_root, protocol, exps, args.workers)
     if not args.no_latency:
         measure_latencies(exps, root, threads=os.cpu_count())
+    _report(args, root, protocol)
+    print(f"results: done in {(time.time() - t0) / 60:.1f} min; reports under {args.reports}")
+    return 0
+
+
+def _report(args, root: Path, protocol: Protocol) -> None:
+    """Reports, the summary and the doc's generated parts, for every experiment with runs (not
+    only those --only trained: the summary and the doc's table stay whole)."""
     summary = write_reports(EXPERIMENTS, root, Path(args.reports), protocol)
     print(summary)
     if update_results_doc(Path(args.doc), summary):
         print(f"results: {args.doc} updated")
-    print(f"results: done in {(time.time() - t0) / 60:.1f} min; reports under {args.reports}")
-    return 0
 
 
 if __name__ == "__main__":

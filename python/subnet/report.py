@@ -552,23 +552,22 @@ def summary_row(name: str, runs) -> str:
     def both(probe: str) -> str:  # extraction / refit
         return f"{removed_within(probe, 'extract')} / {removed_within(probe, 'refit')}"
     low = lower_is_better(runs[0]["metric"]) if runs else False
-    by_method: dict[str, list[bool]] = {}
-    for (method, _), ps in sorted(baseline_comparison(runs).items()):
-        if method == "refit":  # the extraction's own units: its own column
-            continue
-        margin = statistics.mean((b - e) if low else (e - b) for e, b, _ in ps)
-        by_method.setdefault(method, []).append(margin > 0)
-    beats = ", ".join(f"{m} {sum(w)}/{len(w)}" for m, w in sorted(by_method.items(), key=lambda kv: _order(kv[0])))
+    # the extraction's own units (refit) are not a baseline of it: they get their own column
+    beats = _wins({k: ps for k, ps in baseline_comparison(runs).items() if k[0] != "refit"}, low)
     metric = runs[0]["metric"] if runs else ""
-    refit_wins: dict[str, list[bool]] = {}
-    for (method, _), ps in sorted(refit_pairs(runs).items(), key=lambda kv: str(kv[0])):
-        margin = statistics.mean((b - a) if low else (a - b) for a, b in ps)
-        refit_wins.setdefault(method, []).append(margin > 0)
-    refit_cell = ", ".join(f"{m} {sum(w)}/{len(w)}" for m, w in sorted(refit_wins.items(),
-                                                                       key=lambda kv: _order(kv[0])))
     return (f"| {name} | {metric} {_pm(probes) if probes else '-'} | {both('probe')} | "
             f"{_pm(long_probes) if long_probes else '-'} | {both('probe-4x')} | {beats or '-'} | "
-            f"{refit_cell or '-'} |")
+            f"{_wins(refit_pairs(runs), low) or '-'} |")
+
+
+def _wins(pairs: dict, low: bool) -> str:
+    """"method wins/sizes, ...": at how many sizes t the candidate's mean beats the method's,
+    from {(method, t): [(candidate value, baseline value, ...)]}."""
+    wins: dict[str, list[bool]] = {}
+    for (method, _), ps in sorted(pairs.items(), key=lambda kv: str(kv[0])):
+        margin = statistics.mean((p[1] - p[0]) if low else (p[0] - p[1]) for p in ps)
+        wins.setdefault(method, []).append(margin > 0)
+    return ", ".join(f"{m} {sum(w)}/{len(w)}" for m, w in sorted(wins.items(), key=lambda kv: _order(kv[0])))
 
 
 def write_report(paths, out, title: str = "subnet report") -> dict:
