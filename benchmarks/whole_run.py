@@ -1,5 +1,5 @@
-"""A whole extraction run, paper-style vs subnet: wall time to the trained gates + head, and
-the compact model's test metric.
+"""A whole extraction run, paper-style vs subnet: training time to the trained gates + head,
+and the compact model's test metric.
 
     .venv/bin/python benchmarks/whole_run.py --data results/data/kws-tts/manifest.jsonl [--steps 300]
 
@@ -8,9 +8,14 @@ The same backbone (whisper-tiny.en), data, seed, steps, loss and optimiser for e
   - paper-style: every gate multiplied in by a forward hook, eager attention, all units computed;
   - subnet: fused gated activation, SDPA + head gate;
   - subnet --freeze-dead K: units dead for K consecutive steps are frozen and no longer computed.
-Whole runs cannot be interleaved call by call, so the variants run in turn, then again in the
-reverse order; the table gives each variant's mean time over its two runs. Nothing else may
-run on the machine meanwhile. Writes benchmarks/results/whole-run-<device>-<date>.json.
+The variants' runs advance in lockstep in one process: at every step each variant reads its
+batch (the same for all: same data and seed), trains on it and validates when due, in an order
+that rotates from step to step; each variant's own steps are timed, so a slow spell of the
+machine hits every variant alike. The process first
+runs `WARMUP_STEPS` untimed steps of every variant (one-time costs: kernels, caches). Each run
+is otherwise exactly `run_loop`'s (`loop_step`), so the test metrics are those of `subnet
+extract`. Nothing else may run on the machine meanwhile. Writes
+benchmarks/results/whole-run-<device>-<date>.json.
 """
 from __future__ import annotations
 
@@ -34,7 +39,11 @@ from paper_style import paper_style  # noqa: E402
 from subnet import load_backbone  # noqa: E402
 from subnet.experiments import EXPERIMENTS, Protocol  # noqa: E402
 from subnet.extraction import finish, prepare_backbone, setup_run  # noqa: E402
-from subnet.train import Extractor, run_loop  # noqa: E402
+from subnet.train import Extractor, loop_step  # noqa: E402
+
+
+WARMUP_STEPS = 20  # each variant, untimed, before the timed runs
+FIRST, LAST = 50, 100  # median step time over the first / last steps (before / after units die)
 
 
 class PaperStyleExtractor(Extractor):
@@ -42,18 +51,40 @@ class PaperStyleExtractor(Extractor):
         return paper_style(backbone, self.cfg.kinds)
 
 
-def one_run(variant: str, data: str, cfg, max_seconds: float, out: Path) -> dict:
+def setup(variant: str, data: str, cfg, max_seconds: float, out: Path):
     manifest = Path(data)
     bb = prepare_backbone(load_backbone("whisper-tiny.en"), max_seconds)
     trainer = PaperStyleExtractor if variant == "paper-style" else Extractor
-    run = setup_run(bb, f"{manifest}@train", f"{manifest}@valid", f"{manifest}@test", cfg, out, max_seconds,
-                    progress=False, trainer=trainer)
-    t0 = time.perf_counter()
-    run_loop(run.ex, run.steps, run.valid, run.log, progress=False)
-    seconds = time.perf_counter() - t0
-    m = finish(run, out, measure_latency=False)
-    return {"variant": variant, "train_seconds": seconds, "metric": m["metric"], "compact": m["compact"],
-            "kept_params": m["params"]["kept_fraction"]}
+    return setup_run(bb, f"{manifest}@train", f"{manifest}@valid", f"{manifest}@test", cfg, out, max_seconds,
+                     progress=False, trainer=trainer)
+
+
+def setups(make, names) -> tuple[dict, dict]:
+    """`make(name)` for every name, and the state of the global random generator that each
+    setup left (where its run_loop would start: head dropout draws from it)."""
+    runs, rng = {}, {}
+    for name in names:
+        runs[name] = make(name)
+        rng[name] = torch.get_rng_state()
+    return runs, rng
+
+
+def lockstep(runs: dict, rng: dict, steps: int) -> dict[str, list[float]]:
+    """Advance every run `steps` steps, one step of each in turn (rotating who goes first);
+    returns each run's seconds in each of its steps (training + validation when due). Each
+    run draws on its own stream of the global random generator, from its `rng` state (updated),
+    so it ends exactly as it would alone."""
+    seconds = {name: [] for name in runs}
+    names = list(runs)
+    for step in range(steps):
+        for name in names[step % len(names):] + names[:step % len(names)]:
+            run = runs[name]
+            torch.set_rng_state(rng[name])
+            t0 = time.perf_counter()  # its own batch too (run_loop reads it on a second thread)
+            loop_step(run.ex, run.steps(step), run.valid, run.log)
+            seconds[name].append(time.perf_counter() - t0)
+            rng[name] = torch.get_rng_state()
+    return seconds
 
 
 def main(argv=None) -> int:
@@ -64,41 +95,45 @@ def main(argv=None) -> int:
     ap.add_argument("--freeze-dead", type=int, default=10)
     ap.add_argument("--out", help="where the runs go (default: a new temporary folder)")
     args = ap.parse_args(argv)
-    args.out = args.out or tempfile.mkdtemp(prefix="subnet-whole-run-")
+    args.out = Path(args.out or tempfile.mkdtemp(prefix="subnet-whole-run-"))
     exp = next(e for e in EXPERIMENTS if e.recipe == "kws-tts")
     cfg = replace(Protocol(steps=args.steps).config(exp, seed=0, t=args.t), checkpoint_every=10 ** 9)
     variants = {"paper-style": cfg, "subnet": cfg, f"subnet --freeze-dead {args.freeze_dead}":
                 replace(cfg, freeze_dead=args.freeze_dead)}
-    runs = []
-    for order in (list(variants), list(reversed(variants))):
-        for name in order:
-            r = one_run(name, args.data, variants[name], exp.max_seconds, Path(args.out) / name.replace(" ", "_"))
-            runs.append(r)
-            print(r, flush=True)
+    folder = {name: name.replace(" ", "_") for name in variants}
+    warm = setups(lambda n: setup(n, args.data, replace(variants[n], steps=WARMUP_STEPS, eval_every=WARMUP_STEPS),
+                                  exp.max_seconds, args.out / "warm-up" / folder[n]), variants)
+    lockstep(*warm, WARMUP_STEPS)
+    del warm
+    runs, rng = setups(lambda n: setup(n, args.data, variants[n], exp.max_seconds, args.out / folder[n]), variants)
+    per_step = lockstep(runs, rng, args.steps)
+    seconds = {name: sum(v) for name, v in per_step.items()}
     rows = []
-    paper = statistics.mean(r["train_seconds"] for r in runs if r["variant"] == "paper-style")
-    for name in variants:
-        rs = [r for r in runs if r["variant"] == name]
-        secs = statistics.mean(r["train_seconds"] for r in rs)
-        rows.append({"variant": name, "train_seconds": secs, "speedup_over_paper": paper / secs,
-                     "metric": rs[0]["metric"], "compact": [r["compact"] for r in rs],
-                     "kept_params": rs[0]["kept_params"]})
+    for name, run in runs.items():
+        m = finish(run, args.out / folder[name], measure_latency=False)
+        rows.append({"variant": name, "train_seconds": seconds[name],
+                     "speedup_over_paper": seconds["paper-style"] / seconds[name],
+                     "first_steps_ms": 1000 * statistics.median(per_step[name][:FIRST]),
+                     "last_steps_ms": 1000 * statistics.median(per_step[name][-LAST:]),
+                     "metric": m["metric"], "compact": m["compact"], "kept_params": m["params"]["kept_fraction"]})
+        print(rows[-1], flush=True)
     machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                "torch": torch.__version__}
     out = ROOT / "benchmarks" / "results" / f"whole-run-cpu-{datetime.date.today().isoformat()}.json"
-    out.write_text(json.dumps({"machine": machine, "steps": args.steps, "t": args.t, "rows": rows, "runs": runs},
-                              indent=1))
+    out.write_text(json.dumps({"machine": machine, "steps": args.steps, "t": args.t, "warmup_steps": WARMUP_STEPS,
+                               "timing": "lockstep", "rows": rows}, indent=1))
     print(render_whole_run(rows, args.steps))
     print(f"wrote {out}")
     return 0
 
 
 def render_whole_run(rows, steps) -> str:
-    lines = [f"| variant ({steps} steps) | training time | speedup over paper-style | test metric | kept params |",
-             "|---|---|---|---|---|"]
+    lines = [f"| variant ({steps} steps) | training time | speedup over paper-style | median step: first {FIRST} / "
+             f"last {LAST} | test metric | kept params |", "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['variant']} | {r['train_seconds']:.0f} s | {r['speedup_over_paper']:.2f}x | "
-                     f"{r['metric']} {', '.join(f'{v:.4f}' for v in r['compact'])} | {100 * r['kept_params']:.1f}% |")
+                     f"{r['first_steps_ms']:.0f} / {r['last_steps_ms']:.0f} ms | {r['metric']} {r['compact']:.4f} | "
+                     f"{100 * r['kept_params']:.1f}% |")
     return "\n".join(lines)
 
 

@@ -284,3 +284,33 @@ def test_prefetched_batches_are_the_same_batches():
     assert got == [0, 10, 20, 30, 40, 50, 20]
     assert [c[0] for c in calls] == [0, 1, 2, 3, 4, 5, 2, 3]  # in order, one step ahead, never past `last`
     assert all(name.startswith("subnet-batches") for _, name in calls)
+
+
+def test_runs_in_lockstep_end_as_runs_alone(tones, tiny_whisper, tmp_path):
+    """benchmarks/whole_run.py advances several runs one `loop_step` each in turn on a shared
+    batch: each ends exactly as it would alone (`run_loop`), so the timed runs are real ones."""
+    from subnet.extraction import prepare_backbone, setup_run
+    from subnet.train import run_loop
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from whole_run import lockstep, setups
+    base = ExtractConfig(steps=12, batch_size=6, eval_every=5, loss="budget", t=0.3, lam=4.0, warmup=0.0)
+    cfgs = {"plain": base, "freeze-dead": ExtractConfig(**{**base.__dict__, "freeze_dead": 2})}
+
+    def setup(name, out):
+        bb = prepare_backbone(subnet.load_backbone(str(tiny_whisper)), 1.0)
+        return setup_run(bb, tones / "train", tones / "valid", None, cfgs[name], out, 1.0, progress=False)
+
+    alone = {}
+    for n in cfgs:
+        alone[n] = run = setup(n, tmp_path / "alone" / n)
+        run_loop(run.ex, run.steps, run.valid, run.log, progress=False)
+    together, rng = setups(lambda n: setup(n, tmp_path / "lockstep" / n), cfgs)
+    seconds = lockstep(together, rng, base.steps)
+    assert set(seconds) == set(cfgs) and all(len(s) == base.steps and min(s) > 0 for s in seconds.values())
+    for n in cfgs:
+        a, b = alone[n].ex, together[n].ex
+        assert a.state.step == b.state.step == base.steps
+        assert (a.state.best_step, a.state.best_metric) == (b.state.best_step, b.state.best_metric)
+        assert all(torch.equal(x, y) for x, y in zip(a.masked.logits, b.masked.logits))
+        assert all(torch.equal(x, y) for x, y in zip(a.head.state_dict().values(), b.head.state_dict().values()))
+    assert any(int(getattr(together["freeze-dead"].ex.masked, f"frozen_{i}").sum()) for i in range(3))

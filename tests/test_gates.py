@@ -145,3 +145,49 @@ def test_fused_and_plain_gate_paths_agree(kind, monkeypatch):
         for a, b in zip(plain[1], other[1]):
             assert a.abs().max() > 0
             torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
+
+
+def test_shrunk_copy_is_rebuilt_only_once_enough_units_freeze():
+    """While the units frozen since the shrunk copy was built cost under REBUILD_STALE of it, the
+    same copy runs (they are computed and gated to 0); past that, or when a unit unfreezes, it
+    is rebuilt. Either way the output and the gate gradients are the masked model's (float64)."""
+    import copy
+    from subnet.gates import REBUILD_STALE
+    model = build("whisper").double()
+    ref_mm = subnet.attach_masks(copy.deepcopy(model)).double()  # every unit computed, gated
+    ref_mm.skip_frozen = False
+    mm = subnet.attach_masks(model).double()
+    inputs = {k: v.double() for k, v in inputs_for("whisper", model, seed=4).items()}
+    weight = torch.randn_like(masked_output("whisper", mm, inputs))
+    ffn = next(i for i, g in enumerate(mm.groups.values()) if g.kind == "ffn")
+    frozen = getattr(mm, f"frozen_{ffn}")
+
+    def step(m):
+        m.zero_grad(set_to_none=True)
+        out = masked_output("whisper", m, inputs)
+        (out * weight).sum().backward()
+        return out.detach(), torch.cat([torch.zeros_like(p) if p.grad is None else p.grad for p in m.logits])
+
+    def check():
+        getattr(ref_mm, f"frozen_{ffn}").copy_(frozen)
+        (ref, ref_grad), (out, grad) = step(ref_mm), step(mm)
+        assert (out - ref).abs().max() <= 1e-10 * ref.abs().max()
+        assert (grad - ref_grad).abs().max() <= 1e-10 * ref_grad.abs().max()
+        return mm.runner()
+
+    frozen[:2] = True
+    first = check()
+    assert first is not mm.backbone
+    frozen[2] = True  # one neuron more: far below REBUILD_STALE of the copy
+    assert check() is first
+    computed = sum((g.params_per_unit or 1.0) * g.size for g in mm.groups.values())
+    per_unit = mm.groups[mm._names[ffn]].params_per_unit
+    frozen[: int(REBUILD_STALE * computed / per_unit) + 4] = True  # past it: rebuilt, smaller
+    second = check()
+    assert second is not first
+    assert sum(p.numel() for p in second.parameters()) < sum(p.numel() for p in first.parameters())
+    frozen[0] = False  # a unit the copy lacks unfreezes: rebuilt with it
+    third = check()
+    assert third is not second
+    mm.set_keep({n: torch.ones(g.size, dtype=torch.bool) for n, g in mm.groups.items()})
+    assert mm.runner() is mm.backbone

@@ -5,7 +5,10 @@ always computed in full and multiplied by g, so dL/dg = sum(dL/dy * ungated outp
 available for dead units too and a unit can come back to life, unless its gate is frozen
 (`MaskedModel.freeze_dead` / `update_dead`), in which case the gate is a constant 0 and the
 unit is not computed at all: the forward pass runs a copy of the backbone shrunk to the
-units that are not frozen (rebuilt when the frozen set grows), with the same gates on them.
+units that are not frozen, with the same gates on them. The copy is rebuilt once the units
+frozen since it was built cost `REBUILD_STALE` of it (until then they are computed and gated
+to 0, as before they froze): units die a few at a time, and a rebuild per step would cost more
+than it saves.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from torch import nn
 from .units import COST_ATTRS, UnitGroup
 
 GATE_INIT = 1.0
+REBUILD_STALE = 0.05  # fraction of the shrunk copy's parameters
 
 
 def straight_through(logits: torch.Tensor) -> torch.Tensor:
@@ -108,13 +112,27 @@ class MaskedModel(nn.Module):
                 and self.family.can_skip_frozen(self.backbone)):
             self._live = None
             return self.backbone
-        signature = b"".join(f.cpu().numpy().tobytes() for f in frozen)
-        if self._live is None or self._live[0] != signature:
+        frozen = [f.cpu().numpy().copy() for f in frozen]  # a snapshot: the buffers change in place
+        if self._live is None or self._stale(self._live[0], frozen):
             self._live = None  # free the old copy before building the new one
-            self._live = (signature, self._shrunk_copy({n: ~f.cpu() for n, f in zip(self._names, frozen)}))
+            alive = {n: torch.from_numpy(~f) for n, f in zip(self._names, frozen)}
+            self._live = (frozen, self._shrunk_copy(alive))
         live = self._live[1]
         live.train(self.backbone.training)
         return live
+
+    def _stale(self, built: list, frozen: list) -> bool:
+        """Whether the copy built with `built` frozen must be rebuilt for `frozen` (numpy bool
+        arrays): some unit it lacks is no longer frozen, or the units frozen since cost
+        `REBUILD_STALE` of it."""
+        stale = computed = 0.0
+        for g, b, f in zip(self.groups.values(), built, frozen):
+            if (b & ~f).any():
+                return True
+            cost = g.params_per_unit or 1.0
+            stale += cost * int((f & ~b).sum())
+            computed += cost * int((~b).sum())
+        return stale > REBUILD_STALE * computed
 
     def _shrunk_copy(self, alive: dict[str, torch.Tensor]) -> nn.Module:
         with self.gates_removed() as base:
