@@ -175,3 +175,22 @@ def test_extract_refit_refuses_a_probe(tiny_whisper, tones, tmp_path):  # noqa: 
         main(["extract", "--backbone", str(tiny_whisper), "--train", str(tones / "train"), "--valid",
               str(tones / "valid"), "--probe", "--refit", "--out", str(tmp_path / "x")])
     assert not (tmp_path / "x").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("method", ["random", "refit", "importance"])
+def test_fixed_unit_baselines_run_the_encoder_at_the_kept_size(method, tiny_whisper, tones, reference, tmp_path,  # noqa: F811
+                                                              monkeypatch):
+    """Once their units are chosen, random, refit and importance freeze the others: the head
+    trains on a copy of the encoder shrunk to the kept units (the compact model's size)."""
+    from subnet.gates import MaskedModel
+    built = []
+    real = MaskedModel._shrunk_copy
+
+    def spy(self, alive):
+        copy = real(self, alive)
+        built.append(sum(p.numel() for p in copy.parameters()))
+        return copy
+
+    monkeypatch.setattr(MaskedModel, "_shrunk_copy", spy)
+    m = baseline(method, tiny_whisper, tones, tmp_path, "--reference", str(reference))
+    assert built and built[-1] == m["params"]["compact"] < m["params"]["full"]
