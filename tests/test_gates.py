@@ -154,7 +154,8 @@ def test_shrunk_copy_is_rebuilt_only_once_enough_units_freeze():
     import copy
     from subnet.gates import REBUILD_STALE
     model = build("whisper").double()
-    ref_mm = subnet.attach_masks(copy.deepcopy(model)).double()  # every unit computed, gated
+    pristine = copy.deepcopy(model)
+    ref_mm = subnet.attach_masks(copy.deepcopy(pristine)).double()  # every unit computed, gated
     ref_mm.skip_frozen = False
     mm = subnet.attach_masks(model).double()
     inputs = {k: v.double() for k, v in inputs_for("whisper", model, seed=4).items()}
@@ -180,6 +181,15 @@ def test_shrunk_copy_is_rebuilt_only_once_enough_units_freeze():
     assert first is not mm.backbone
     frozen[2] = True  # one neuron more: far below REBUILD_STALE of the copy
     assert check() is first
+    # a run resumed here runs the same copy (not one shrunk to the current frozen set): the
+    # same shapes, so bit-identical results
+    resumed = subnet.attach_masks(copy.deepcopy(pristine)).double()
+    getattr(resumed, f"frozen_{ffn}").copy_(frozen)
+    resumed.restore_live_build(mm.live_build())
+    assert sum(p.numel() for p in resumed.runner().parameters()) == sum(p.numel() for p in first.parameters())
+    assert torch.equal(masked_output("whisper", resumed, inputs), masked_output("whisper", mm, inputs))
+    resumed.restore_live_build(None)  # without it: a copy without the newly frozen neuron
+    assert sum(p.numel() for p in resumed.runner().parameters()) < sum(p.numel() for p in first.parameters())
     computed = sum((g.params_per_unit or 1.0) * g.size for g in mm.groups.values())
     per_unit = mm.groups[mm._names[ffn]].params_per_unit
     frozen[: int(REBUILD_STALE * computed / per_unit) + 4] = True  # past it: rebuilt, smaller

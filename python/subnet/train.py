@@ -251,6 +251,7 @@ class Extractor:
                 "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
                 "frozen": [getattr(self.masked, f"frozen_{i}").clone() for i in range(len(self.masked.logits))],
                 "dead_steps": [getattr(self.masked, f"dead_steps_{i}").clone() for i in range(len(self.masked.logits))],
+                "live_build": self.masked.live_build(),
                 "head": self.head.state_dict(), "opt": self.opt.state_dict(),
                 "rng": torch.get_rng_state(), "state": asdict(self.state)}
 
@@ -262,6 +263,7 @@ class Extractor:
                 getattr(self.masked, f"frozen_{i}").copy_(f)
             for i, d in enumerate(ck.get("dead_steps", [])):
                 getattr(self.masked, f"dead_steps_{i}").copy_(d)
+        self.masked.restore_live_build(ck.get("live_build"))
         self.head.load_state_dict(ck["head"])
         self.opt.load_state_dict(ck["opt"])
         torch.set_rng_state(ck["rng"].cpu())
