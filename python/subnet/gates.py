@@ -53,8 +53,9 @@ class MaskedModel(nn.Module):
         self._gates: dict[str, torch.Tensor] | None = None
         self._uninstall = []
         self.skip_frozen = True  # frozen units are not computed (see `runner`)
-        self._live = None  # (frozen sets it was built for, shrunk backbone) while some units are frozen
-        self._restored_build = None  # the frozen sets of a checkpoint's copy, built on the next call
+        # (frozen sets, the backbone shrunk to the others) while some units are frozen; the copy is
+        # None until the next forward pass builds it (after a rebuild, or a checkpoint's restore)
+        self._live = None
         backbone.requires_grad_(False)
         self._install()
 
@@ -114,14 +115,12 @@ class MaskedModel(nn.Module):
             self._live = None
             return self.backbone
         frozen = [f.cpu().numpy().copy() for f in frozen]  # a snapshot: the buffers change in place
-        if self._live is None and self._restored_build is not None:  # the copy the run had
-            built, self._restored_build = self._restored_build, None
-            self._live = (built, self._shrunk_copy({n: torch.from_numpy(~b) for n, b in zip(self._names, built)}))
         if self._live is None or self._stale(self._live[0], frozen):
-            self._live = None  # free the old copy before building the new one
-            alive = {n: torch.from_numpy(~f) for n, f in zip(self._names, frozen)}
-            self._live = (frozen, self._shrunk_copy(alive))
-        live = self._live[1]
+            self._live = (frozen, None)  # (and the old copy is freed before the new one is built)
+        built, live = self._live
+        if live is None:
+            live = self._shrunk_copy({n: torch.from_numpy(~b) for n, b in zip(self._names, built)})
+            self._live = (built, live)
         live.train(self.backbone.training)
         return live
 
@@ -131,9 +130,8 @@ class MaskedModel(nn.Module):
         return None if self._live is None else [torch.from_numpy(b.copy()) for b in self._live[0]]
 
     def restore_live_build(self, built: list[torch.Tensor] | None) -> None:
-        """Run the copy of `live_build()` again (from the next forward pass on)."""
-        self._live = None
-        self._restored_build = None if built is None else [b.cpu().numpy().astype(bool) for b in built]
+        """Run the copy of `live_build()` again (built by the next forward pass)."""
+        self._live = None if built is None else ([b.cpu().numpy().astype(bool) for b in built], None)
 
     def _stale(self, built: list, frozen: list) -> bool:
         """Whether the copy built with `built` frozen must be rebuilt for `frozen` (numpy bool
