@@ -2,9 +2,11 @@
 and the compact model's test metric.
 
     .venv/bin/python benchmarks/whole_run.py --data results/data/kws-tts/manifest.jsonl [--steps 300]
+        [--backbone whisper-tiny.en]
 
-The same backbone (whisper-tiny.en), data, seed, steps, loss and optimiser for every variant
-(the protocol of `make results`); only the implementation differs:
+The same backbone (whisper-tiny.en, the backbone of `make results`, unless --backbone), data,
+seed, steps, loss and optimiser for every variant (the protocol of `make results`); only the
+implementation differs:
   - paper-style: every gate multiplied in by a forward hook, eager attention, all units computed;
   - subnet: fused gated activation, SDPA + head gate;
   - subnet --freeze-dead K: units dead for K consecutive steps are frozen and no longer computed.
@@ -15,7 +17,7 @@ machine hits every variant alike. The process first
 runs `WARMUP_STEPS` untimed steps of every variant (one-time costs: kernels, caches). Each run
 is otherwise exactly `run_loop`'s (`loop_step`), so the test metrics are those of `subnet
 extract`. Nothing else may run on the machine meanwhile. Writes
-benchmarks/results/whole-run-<device>-<date>.json.
+benchmarks/results/whole-run-cpu-<backbone>-<date>.json.
 """
 from __future__ import annotations
 
@@ -51,9 +53,9 @@ class PaperStyleExtractor(Extractor):
         return paper_style(backbone, self.cfg.kinds)
 
 
-def setup(variant: str, data: str, cfg, max_seconds: float, out: Path):
+def setup(variant: str, data: str, cfg, max_seconds: float, out: Path, backbone: str = "whisper-tiny.en"):
     manifest = Path(data)
-    bb = prepare_backbone(load_backbone("whisper-tiny.en"), max_seconds)
+    bb = prepare_backbone(load_backbone(backbone), max_seconds)
     trainer = PaperStyleExtractor if variant == "paper-style" else Extractor
     return setup_run(bb, f"{manifest}@train", f"{manifest}@valid", f"{manifest}@test", cfg, out, max_seconds,
                      progress=False, trainer=trainer)
@@ -93,6 +95,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=Protocol.steps)
     ap.add_argument("-t", type=float, default=0.45)
     ap.add_argument("--freeze-dead", type=int, default=10)
+    ap.add_argument("--backbone", default="whisper-tiny.en", help="a Whisper encoder name or folder "
+                    "(paper-style gates Whisper encoders only)")
     ap.add_argument("--out", help="where the runs go (default: a new temporary folder)")
     args = ap.parse_args(argv)
     args.out = Path(args.out or tempfile.mkdtemp(prefix="subnet-whole-run-"))
@@ -102,10 +106,11 @@ def main(argv=None) -> int:
                 replace(cfg, freeze_dead=args.freeze_dead)}
     folder = {name: name.replace(" ", "_") for name in variants}
     warm = setups(lambda n: setup(n, args.data, replace(variants[n], steps=WARMUP_STEPS, eval_every=WARMUP_STEPS),
-                                  exp.max_seconds, args.out / "warm-up" / folder[n]), variants)
+                                  exp.max_seconds, args.out / "warm-up" / folder[n], args.backbone), variants)
     lockstep(*warm, WARMUP_STEPS)
     del warm
-    runs, rng = setups(lambda n: setup(n, args.data, variants[n], exp.max_seconds, args.out / folder[n]), variants)
+    runs, rng = setups(lambda n: setup(n, args.data, variants[n], exp.max_seconds, args.out / folder[n],
+                                       args.backbone), variants)
     per_step = lockstep(runs, rng, args.steps)
     seconds = {name: sum(v) for name, v in per_step.items()}
     rows = []
@@ -119,8 +124,9 @@ def main(argv=None) -> int:
         print(rows[-1], flush=True)
     machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                "torch": torch.__version__}
-    out = ROOT / "benchmarks" / "results" / f"whole-run-cpu-{datetime.date.today().isoformat()}.json"
-    out.write_text(json.dumps({"machine": machine, "steps": args.steps, "t": args.t, "warmup_steps": WARMUP_STEPS,
+    tag = Path(args.backbone).name
+    out = ROOT / "benchmarks" / "results" / f"whole-run-cpu-{tag}-{datetime.date.today().isoformat()}.json"
+    out.write_text(json.dumps({"machine": machine, "backbone": tag, "steps": args.steps, "t": args.t, "warmup_steps": WARMUP_STEPS,
                                "timing": "lockstep", "rows": rows}, indent=1))
     print(render_whole_run(rows, args.steps))
     print(f"wrote {out}")

@@ -179,6 +179,11 @@ def test_shrunk_copy_is_rebuilt_only_once_enough_units_freeze():
     frozen[:2] = True
     first = check()
     assert first is not mm.backbone
+    # the copy shares the backbone's unsliced parameters (frozen: never written) instead of
+    # copying every weight, and building it wrote into none of them
+    own = {id(p) for p in first.parameters()}
+    assert [n for n, p in mm.backbone.named_parameters() if "layer_norm" in n and id(p) not in own] == []
+    assert all(torch.equal(p, q) for p, q in zip(mm.backbone.parameters(), pristine.parameters()))
     frozen[2] = True  # one neuron more: far below REBUILD_STALE of the copy
     assert check() is first
     # a run resumed here runs the same copy (not one shrunk to the current frozen set): the

@@ -148,7 +148,9 @@ class MaskedModel(nn.Module):
 
     def _shrunk_copy(self, alive: dict[str, torch.Tensor]) -> nn.Module:
         with self.gates_removed() as base:
-            live = copy.deepcopy(base)
+            # parameters shared, not copied (copying every weight was half of a rebuild): they are
+            # frozen, and shrinking gives the copy new tensors for the sliced ones, writing none
+            live = copy.deepcopy(base, {id(p): p for p in base.parameters()})
         live = self.family.shrink(live, self.groups, alive)
         live.requires_grad_(False)
         device = self.logits[0].device if len(self.logits) else torch.device("cpu")
