@@ -99,7 +99,8 @@ def _cli_extract(tiny_whisper, tones, out, *extra, steps=40):
             "--no-latency", "--quiet", "--out", str(out), *extra]
 
 
-@pytest.mark.parametrize("extra", [(), ("--freeze-dead", "3", "-t", "0.3", "--lambda", "4")])
+@pytest.mark.parametrize("extra", [(), ("--freeze-dead", "3", "-t", "0.3", "--lambda", "4"),
+                                   ("--settle", "0.6", "-t", "0.3", "--lambda", "4")])
 def test_resume_after_sigkill_matches_uninterrupted_run(tones, tiny_whisper, tmp_path, extra):
     ref = tmp_path / "ref"
     subprocess.run(_cli_extract(tiny_whisper, tones, ref, *extra), check=True, env=ENV, timeout=600,
@@ -189,6 +190,40 @@ def test_freeze_dead_stops_computing_dead_units(tones, tiny_whisper, tmp_path):
     assert sum(p.numel() for p in live.parameters()) < sum(p.numel() for p in mm.backbone.parameters())
     small = subnet.compact(mm)  # compaction (verified against the masked model) is unaffected
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in live.parameters()) + 1
+
+
+def test_settle_fixes_the_gates_and_trains_only_the_head(tones, tiny_whisper, tmp_path):
+    """--settle F: over the last F of the steps every gate stays where it was (the units off
+    then are frozen, so no longer computed), the logits get no gradient (no backward pass
+    through the encoder), and the head goes on training."""
+    from subnet.extraction import prepare_backbone, setup_run
+    from subnet.train import run_loop
+    cfg = ExtractConfig(steps=24, batch_size=6, eval_every=8, loss="budget", t=0.3, lam=4.0, warmup=0.0, settle=0.25)
+    bb = prepare_backbone(subnet.load_backbone(str(tiny_whisper)), 1.0)
+    run = setup_run(bb, tones / "train", tones / "valid", None, cfg, tmp_path, 1.0, progress=False)
+    ex, seen = run.ex, []
+    step = ex.step
+
+    def recorded(batch):
+        rec = step(batch)
+        seen.append(([m.detach().clone() for m in ex.masked.logits], [m.grad is None for m in ex.masked.logits],
+                     [p.detach().clone() for p in ex.head.parameters()], ex.masked.keep()))
+        return rec
+    ex.step = recorded
+    run_loop(ex, run.steps, run.valid, run.log, progress=False)
+    start = cfg.steps - 6  # the first settled step is step `start` + 1
+    logits, no_grad, head, keep = zip(*seen)
+    assert not all(torch.equal(a, b) for a, b in zip(logits[start - 2], logits[start - 1]))  # still training
+    for s in range(start, cfg.steps):
+        assert all(torch.equal(a, b) for a, b in zip(logits[start - 1], logits[s]))
+        assert all(no_grad[s]) and not any(no_grad[start - 1])
+        assert all(torch.equal(keep[start - 1][n], keep[s][n]) for n in keep[s])
+        assert not all(torch.equal(a, b) for a, b in zip(head[s - 1], head[s]))  # the head trains
+    mm = ex.masked
+    frozen = {n: getattr(mm, f"frozen_{i}") for i, n in enumerate(mm.groups)}
+    assert sum(int(f.sum()) for f in frozen.values()) > 0
+    assert all(torch.equal(frozen[n], ~keep[-1][n]) for n in frozen)  # every unit off is frozen
+    assert sum(p.numel() for p in mm.runner().parameters()) < sum(p.numel() for p in mm.backbone.parameters())
 
 
 def test_layers_above_the_heads_layer_are_dropped(tones, tiny_whisper, tmp_path):

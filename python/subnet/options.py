@@ -33,6 +33,9 @@ _OPTIONS = {  # field: (flag, type, help)
                 "--freeze-dead freezes units"),
     "freeze_dead": ("--freeze-dead", int, "freeze a unit whose gate stayed 0 for K steps: it stops being "
                     "computed (faster steps; 0 = never)"),
+    "settle": ("--settle", float, "fraction of the steps, at the end, with every gate fixed where it is: the "
+               "units then off are frozen and only the head trains, on the units it ships with (these "
+               "steps skip the backward pass through the encoder; 0 = none)"),
 }
 _CHOICES = {"compile": ["default", "reduce-overhead", "max-autotune"], "dtype": ["fp32", "bf16"], "task": ["classify", "tag", "ctc"], "loss": ["seed", "mean", "budget"], "cost": ["params", "flops", "latency"]}
 
@@ -47,7 +50,7 @@ def add_data_options(p: argparse.ArgumentParser, backbone_required: bool = True)
     p.add_argument("--max-seconds", type=float, default=2.0, help="crop clips to this length in seconds (default: 2.0)")
 
 
-_GATE_OPTIONS = {"kinds", "loss", "lam", "cost", "lr_gates", "warmup", "freeze_dead"}
+_GATE_OPTIONS = {"kinds", "loss", "lam", "cost", "lr_gates", "warmup", "freeze_dead", "settle"}
 
 
 def add_config_options(p: argparse.ArgumentParser, defaults: ExtractConfig | None = None,

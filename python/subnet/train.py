@@ -54,6 +54,7 @@ class ExtractConfig:
     cache_encoder: bool = True  # fixed gates + frozen encoder: compute each clip's hidden states once
     cache_front_end: bool = True  # no gate in the conv front end: compute its output once per clip
     freeze_dead: int = 0  # > 0: a unit whose gate stayed 0 this many steps is frozen and no longer computed
+    settle: float = 0.0  # fraction of the steps, at the end, with every gate fixed: only the head trains
     device: str = "auto"  # auto (cuda when available) | cpu | cuda[:N]
     dtype: str = "fp32"  # fp32 | bf16 (autocast of the forward pass; gates and head stay fp32)
     compile: str = ""  # "" (eager) | default | reduce-overhead (CUDA graphs) | max-autotune: torch.compile of the encoder
@@ -183,12 +184,30 @@ class Extractor:
         n = self.cfg.warmup * self.cfg.steps
         return 1.0 if n <= 0 else min(1.0, self.state.step / n)
 
+    def settling(self) -> bool:
+        """Whether this step is in the last `settle` fraction of the run (gates fixed)."""
+        cfg = self.cfg
+        return cfg.train_gates and cfg.settle > 0 and self.state.step >= cfg.steps - round(cfg.settle * cfg.steps)
+
+    @torch.no_grad()
+    def _settle(self) -> None:
+        """Fix every gate where it is: the units off now are frozen (no longer computed), the
+        others stay on, and the logits stop training. The head then trains on the units it will
+        be shipped with, and a step needs no backward pass through the encoder."""
+        self.masked.freeze_dead()
+        self.masked.logits.requires_grad_(False)
+        for m in self.masked.logits:
+            m.grad = None  # (Adam moves a parameter with a zero gradient, not one without)
+
     def step(self, batch: Batch) -> dict:
+        settling = self.settling()
+        if settling and any(m.requires_grad for m in self.masked.logits):
+            self._settle()  # (also where a run resumed after this point gets back to)
         self.head.train()
         with self.autocast():
             logits, frames = self.pipeline(batch.waves, batch.lengths)
         loss_task = task_loss(self.cfg.task, logits.float(), frames, batch.targets)
-        gates = self.cfg.train_gates
+        gates = self.cfg.train_gates and not settling
         loss_sparse = self.sparsity(self.masked) * self.ramp() if gates else logits.new_zeros(())
         loss = loss_task + loss_sparse if self.cfg.coupled else loss_task
         self.opt.zero_grad(set_to_none=False)
