@@ -305,6 +305,9 @@ def test_unknown_compile_mode_is_refused(tiny_whisper, tmp_path):
     from subnet.train import Extractor
     with pytest.raises(ValueError, match="compile must be"):
         Extractor(subnet.load_backbone(str(tiny_whisper)), 3, ExtractConfig(compile="fast"), tmp_path)
+    for settle in (1.0, -0.1):  # all steps settled would train no gate at all
+        with pytest.raises(ValueError, match=r"settle .* in \[0, 1\)"):
+            Extractor(subnet.load_backbone(str(tiny_whisper)), 3, ExtractConfig(settle=settle), tmp_path)
 
 
 def test_prefetched_batches_are_the_same_batches():

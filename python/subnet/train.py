@@ -122,6 +122,8 @@ class Extractor:
         self.device = resolve_device(cfg.device)
         if cfg.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, not {cfg.dtype!r}")
+        if not 0 <= cfg.settle < 1:
+            raise ValueError(f"settle is the fraction of the steps with the gates fixed, in [0, 1), not {cfg.settle}")
         if cfg.compile and cfg.compile not in COMPILE_MODES:
             raise ValueError(f"compile must be '' (eager) or one of {COMPILE_MODES}, not {cfg.compile!r}")
         torch.manual_seed(cfg.seed)
