@@ -386,7 +386,7 @@ def render(res: dict, machine: dict, source) -> str:
                      f"{r['gather_over_copy']:.2f} | {floor} |")
     latest = {}  # backbone -> its latest whole-run file (names end in the date)
     for path in sorted((ROOT / "benchmarks" / "results").glob("whole-run-cpu-*.json")):
-        latest[json.loads(path.read_text()).get("backbone", "whisper-tiny.en")] = path
+        latest[json.loads(path.read_text())["backbone"]] = path
     if latest:
         from whole_run import WARMUP_STEPS, render_whole_run
         lines += ["", "## A whole extraction run: paper-style vs subnet", "",

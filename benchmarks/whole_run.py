@@ -126,8 +126,8 @@ def main(argv=None) -> int:
                "torch": torch.__version__}
     tag = Path(args.backbone).name
     out = ROOT / "benchmarks" / "results" / f"whole-run-cpu-{tag}-{datetime.date.today().isoformat()}.json"
-    out.write_text(json.dumps({"machine": machine, "backbone": tag, "steps": args.steps, "t": args.t, "warmup_steps": WARMUP_STEPS,
-                               "timing": "lockstep", "rows": rows}, indent=1))
+    out.write_text(json.dumps({"machine": machine, "backbone": tag, "steps": args.steps, "t": args.t,
+                               "warmup_steps": WARMUP_STEPS, "timing": "lockstep", "rows": rows}, indent=1))
     print(render_whole_run(rows, args.steps))
     print(f"wrote {out}")
     return 0

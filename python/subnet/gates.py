@@ -114,9 +114,10 @@ class MaskedModel(nn.Module):
                 and self.family.can_skip_frozen(self.backbone)):
             self._live = None
             return self.backbone
-        frozen = [f.cpu().numpy().copy() for f in frozen]  # a snapshot: the buffers change in place
+        frozen = [f.cpu().numpy() for f in frozen]
         if self._live is None or self._stale(self._live[0], frozen):
-            self._live = (frozen, None)  # (and the old copy is freed before the new one is built)
+            # a snapshot (the buffers change in place); the old copy is freed before the new one is built
+            self._live = ([f.copy() for f in frozen], None)
         built, live = self._live
         if live is None:
             live = self._shrunk_copy({n: torch.from_numpy(~b) for n, b in zip(self._names, built)})
