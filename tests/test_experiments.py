@@ -50,6 +50,7 @@ def test_runs_latency_and_reports(tiny_whisper, tones, tmp_path, capsys):  # noq
     assert all(re.fullmatch(r" (none|[0-9.]+% \(t=0.45\)) / (none|[0-9.]+% \(t=0.45\)) ", row[i]) for i in (2, 4))
     assert "refit (the extraction's units, a new head)" in report
     assert "| refit |" in report and "refit (extraction's units)" in report
+    assert re.search(r"Training: \d+ worker-minutes .*, extract [0-9.]+", summary)
     assert "### toy: tones" in summary and "| t | kept params | extraction | GFLOPs / clip |" in summary
     assert "](toy/metric_vs_kept.png)" in summary  # figure paths relative to summary.md
     doc = tmp_path / "RESULTS.md"

@@ -261,7 +261,7 @@ def experiment_section(exp: Experiment, runs: list[dict]) -> str:
     long = [m["compact"] for m in runs if m["method"] == "probe-4x"]
     out = [f"### {exp.name}: {exp.title}", "",
            f"Backbone {exp.backbone}; data `{exp.recipe}`; {len(runs)} runs. Report: [{exp.name}/report.md]"
-           f"({exp.name}/report.md).", "",
+           f"({exp.name}/report.md). {_worker_time(runs)}", "",
            f"![{exp.name}: metric against kept parameters]({exp.name}/metric_vs_kept.png)",
            f"![{exp.name}: kept units per layer]({exp.name}/kept_units_{_slug(task_of(runs[0]))}.png)", ""]
     if probes:
@@ -293,6 +293,18 @@ def experiment_section(exp: Experiment, runs: list[dict]) -> str:
         if block:
             out += ["", block]
     return "\n".join(out) + "\n"
+
+
+def _worker_time(runs: list[dict]) -> str:
+    """The training time of an experiment's runs (sum of their wall times), per method."""
+    per: dict[str, float] = {}
+    for m in runs:
+        per[m["method"]] = per.get(m["method"], 0.0) + m.get("train_seconds", 0.0)
+    if not any(per.values()):
+        return ""
+    parts = ", ".join(f"{k} {v / 60:.1f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]))
+    return (f"Training: {sum(per.values()) / 60:.0f} worker-minutes (the runs' wall times summed; two runs "
+            f"share the 2 cores), {parts}.")
 
 
 def write_reports(experiments, root: Path, reports: Path, protocol: Protocol) -> str:
