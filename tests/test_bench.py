@@ -157,11 +157,34 @@ def test_compiled_models(whisper_dir, tmp_path, one_thread):
     assert "torch.compile" in benchcli.format_report(report)
 
 
+def test_onnxruntime_runtime(whisper_dir, tmp_path, one_thread):
+    out = tmp_path / "ort.json"
+    assert benchcli.main(["bench", str(whisper_dir), "--runtime", "onnxruntime", "--batch", "2", "--seconds", "0.2",
+                          "--repeats", "2", "--warmup", "1", "--no-memory", "--json", str(out), *one_thread]) == 0
+    report = json.loads(out.read_text())
+    assert report["environment"]["runtime"].startswith("onnxruntime ")
+    run = report["runs"][0]
+    assert run["compact"]["flops"] < run["dense"]["flops"] and run["compact"]["n"] == run["dense"]["n"] == 2
+    assert "onnxruntime" in benchcli.format_report(report)
+    # what is timed computes the model: the session's output is the PyTorch encoder's
+    from subnet.export import onnx_runner
+    subject = benchcli.load_subject(str(whisper_dir))
+    model = benchcli.fit_seconds(subject.model, 0.2)
+    inputs, _ = benchcli.make_inputs(model, subject.family, 2, 0.2, torch.Generator().manual_seed(3))
+    got = torch.from_numpy(onnx_runner(model, subject.family, inputs)()[0])
+    with torch.no_grad():
+        want = subject.family.main_output(subject.family.run_probe(model.double(), {
+            k: v.double() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in inputs.items()}))
+    assert got.shape == want.shape and torch.allclose(got.double(), want, rtol=1e-4, atol=1e-4 * want.abs().max())
+
+
 def test_bad_arguments(whisper_dir):
     with pytest.raises(SystemExit):
         benchcli.main(["bench", str(whisper_dir), "--batch", "0"])
     with pytest.raises(SystemExit, match="at most"):
         benchcli.main(["bench", str(whisper_dir), "--seconds", "5"])
+    with pytest.raises(SystemExit, match="onnxruntime runs fp32 on the CPU"):
+        benchcli.main(["bench", str(whisper_dir), "--runtime", "onnxruntime", "--dtype", "bf16"])
 
 
 def test_pytest_benchmark_suites_run():

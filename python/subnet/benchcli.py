@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .bench import eager_attention
+from .export import ExportError
 
 SAMPLE_RATE = 16000
 #: encoder frames per second assumed for families that take frames, not audio
@@ -297,16 +298,23 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 def run_bench(subjects: dict[str, Subject], batches=(1, 8), seconds=(1.0,), device: str = "cpu",
               dtype: str = "fp32", repeats: int = 15, warmup: int = 3, flops: bool = True,
-              memory: bool = True, seed: int = 0, timed=None, compile: str | None = None) -> dict:
+              memory: bool = True, seed: int = 0, timed=None, compile: str | None = None,
+              runtime: str = "torch") -> dict:
     """Measure every subject at every (batch, seconds); the first subject is "the model",
     the second (if any) its baseline. Returns the JSON-able report.
 
     `compile`: a torch.compile mode ("default", "reduce-overhead": CUDA graphs on a GPU,
     "max-autotune"); every model is then timed (and its memory measured) compiled, compiled for
-    the shapes of a configuration before its warm-up; FLOPs are counted on the eager models."""
+    the shapes of a configuration before its warm-up; FLOPs are counted on the eager models.
+    `runtime`: "torch", or "onnxruntime" (CPU, fp32): every model exported to ONNX for each
+    configuration's shapes, checked against PyTorch, and its onnxruntime session timed."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
+    if runtime == "onnxruntime" and (device != "cpu" or dtype != "fp32" or compile):
+        raise ValueError("--runtime onnxruntime runs fp32 on the CPU, uncompiled: drop --device, --dtype, --compile")
     torch_dtype = DTYPES[dtype]
     names = list(subjects)
-    report = {"environment": {**environment(device, dtype), "compiled": compile},
+    report = {"environment": {**environment(device, dtype), "compiled": compile, "runtime": _runtime_name(runtime)},
               "models": {k: s.describe() for k, s in subjects.items()}, "runs": []}
     timed = timed or timer(device)
     for sec in seconds:
@@ -319,7 +327,11 @@ def run_bench(subjects: dict[str, Subject], batches=(1, 8), seconds=(1.0,), devi
                                             torch.Generator().manual_seed(seed))
                 inputs[k] = to_device(raw, device, torch_dtype)
             eager = {k: _caller(subjects[k].family, m, inputs[k]) for k, m in models.items()}
-            fns = {k: torch.compile(f, mode=compile) for k, f in eager.items()} if compile else eager
+            if runtime == "onnxruntime":
+                from .export import onnx_runner
+                fns = {k: onnx_runner(models[k], subjects[k].family, inputs[k]) for k in names}
+            else:
+                fns = {k: torch.compile(f, mode=compile) for k, f in eager.items()} if compile else eager
             run = {"batch": b, "seconds": sec, "inputs": shapes(inputs[first]),
                    "note": "; ".join(sorted(set(n for n in notes.values() if n)))}
             for k in names:
@@ -347,6 +359,16 @@ def run_bench(subjects: dict[str, Subject], batches=(1, 8), seconds=(1.0,), devi
     return report
 
 
+RUNTIMES = ("torch", "onnxruntime")
+
+
+def _runtime_name(runtime: str) -> str:
+    if runtime == "onnxruntime":
+        import onnxruntime
+        return f"onnxruntime {onnxruntime.__version__}"
+    return f"torch {torch.__version__}"
+
+
 def _caller(family, model: nn.Module, inputs: dict) -> Callable:
     @torch.no_grad()
     def call():
@@ -371,6 +393,8 @@ def format_report(report: dict) -> str:
     names = list(report["models"])
     env = report["environment"]
     compiled = f" | torch.compile ({env['compiled']})" if env.get("compiled") else ""
+    if env.get("runtime", "").startswith("onnxruntime"):
+        compiled += f" | {env['runtime']}"
     lines = [f"{env['device']} | torch {env['torch']} | {env['threads']} threads | {env['dtype']}{compiled}", ""]
     lines.append(f"{'':12s} {'params':>12s} {'weights':>11s} {'file':>11s}  source")
     for k in names:
@@ -446,8 +470,8 @@ def _bench(args) -> int:
     try:
         report = run_bench(subjects, args.batch, args.seconds, args.device, args.dtype, args.repeats,
                            args.warmup, flops=not args.no_flops, memory=not args.no_memory,
-                           compile=args.compile)
-    except ValueError as e:  # e.g. more seconds than a Whisper window holds
+                           compile=args.compile, runtime=args.runtime)
+    except (ValueError, ExportError) as e:  # e.g. more seconds than a Whisper window holds
         raise SystemExit(f"subnet bench: {e}") from None
     print(format_report(report))
     if args.json:
@@ -481,6 +505,10 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
                    help="time torch.compile of both models in this mode (compiled before warm-up; fuses the "
                         "elementwise work that pruning does not shrink; reduce-overhead replays CUDA graphs "
                         "on a GPU)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="torch",
+                   help="what runs the models: PyTorch, or onnxruntime (CPU, fp32: each model exported to "
+                        "ONNX for the configuration's shapes, checked against PyTorch, its session timed "
+                        "with --threads intra-op threads)")
     p.add_argument("--no-flops", action="store_true", help="skip counting FLOPs")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory call")
     p.add_argument("--json", help="also write the full report (per-call statistics) to this file")

@@ -118,6 +118,36 @@ def _run_onnx(path: Path, inputs: dict) -> torch.Tensor:
     return torch.from_numpy(session.run(None, feed)[0])
 
 
+def onnx_runner(model: nn.Module, family, inputs: dict, threads: int | None = None,
+                opset: int = 17, rtol: float = 1e-4):
+    """A no-argument call running `model` (an encoder) in onnxruntime on `inputs` (one input
+    dict of `make_inputs`, exported for exactly these shapes; every graph optimisation on,
+    `threads` intra-op threads): what `subnet bench --runtime onnxruntime` times. The session's
+    output is checked against PyTorch's first (ExportError beyond `rtol`)."""
+    import tempfile
+
+    import onnxruntime as ort
+    tensors = {k: v for k, v in inputs.items() if torch.is_tensor(v)}
+    consts = {k: v for k, v in inputs.items() if not torch.is_tensor(v)}
+    module = Positional(list(tensors), lambda d: family.main_output(family.run_probe(model, d)), model.eval(), consts)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads or torch.get_num_threads()
+    opts.inter_op_num_threads = 1
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        _onnx(module, tensors, path, dynamic=False, opset=opset)
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    wanted = {i.name for i in session.get_inputs()}
+    feed = {k: v.numpy() for k, v in tensors.items() if k in wanted}
+    with torch.no_grad():
+        err = relative_error(torch.from_numpy(session.run(None, feed)[0]), module(*tensors.values()))
+    if not err <= rtol:
+        raise ExportError(f"the onnxruntime graph differs from PyTorch by {err:.3g} of the output's magnitude "
+                          f"(limit {rtol:g})")
+    return lambda: session.run(None, feed)
+
+
 def _torchscript(module: nn.Module, inputs: dict, path: Path) -> None:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
