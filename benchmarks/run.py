@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "python"), str(ROOT), str(ROOT / "benchmarks")]  # runs from a checkout
 
 import subnet  # noqa: E402
-from subnet.bench import count_flops, interleaved_latency  # noqa: E402
+from subnet.bench import count_flops  # noqa: E402
 from subnet.families.base import apply_slices  # noqa: E402
 
 
@@ -152,22 +152,30 @@ def frozen_step(name: str, model, fraction_dead: float, batch: int, seconds: flo
 
 
 def compact_latency(name: str, model, fraction: float, batch: int, seconds: float, repeats: int) -> dict:
+    from subnet.export import onnx_runner
+    from subnet.families import family_of
     mm = subnet.attach_masks(model)
     mm.set_keep(uniform_keep(mm, fraction))
     small = subnet.compact(mm)
     mm.detach_backbone()
     x = inputs_for(model, batch, seconds)
-    # eager and torch.compile'd (compiled during the warm-up), all four interleaved
-    lat = interleaved_latency({"dense": model, "compact": small, "dense_compiled": torch.compile(model),
-                               "compact_compiled": torch.compile(small)}, x, repeats=repeats)
+    family = family_of(model)
+
+    def eager(m):
+        return torch.no_grad()(lambda: m(**x))
+    # eager, torch.compile'd (compiled during the warm-up) and onnxruntime (each exported for these
+    # shapes and checked against PyTorch first), all six interleaved
+    fns = {"dense": eager(model), "compact": eager(small), "dense_compiled": eager(torch.compile(model)),
+           "compact_compiled": eager(torch.compile(small)), "dense_ort": onnx_runner(model, family, x),
+           "compact_ort": onnx_runner(small, family, x)}
+    ms = {k: 1e3 * v for k, v in interleaved(fns, repeats, warmup=3).items()}
     fd, fc = count_flops(model, x), count_flops(small, x)
-    ms = {k: 1e3 * v["median_s"] for k, v in lat.items()}
-    speed, speed_c = ms["dense"] / ms["compact"], ms["dense_compiled"] / ms["compact_compiled"]
-    return {"model": name, "kept_units": fraction, "batch": batch, "seconds": seconds,
-            "dense_ms": ms["dense"], "compact_ms": ms["compact"],
-            "speedup": speed, "ideal_flop_ratio": fd / fc, "of_ideal": speed / (fd / fc),
-            "compiled_dense_ms": ms["dense_compiled"], "compiled_compact_ms": ms["compact_compiled"],
-            "compiled_speedup": speed_c, "compiled_of_ideal": speed_c / (fd / fc)}
+    out = {"model": name, "kept_units": fraction, "batch": batch, "seconds": seconds, "ideal_flop_ratio": fd / fc}
+    for suffix, key in (("", ""), ("_compiled", "compiled_"), ("_ort", "ort_")):
+        speed = ms["dense" + suffix] / ms["compact" + suffix]
+        out.update({f"{key}dense_ms": ms["dense" + suffix], f"{key}compact_ms": ms["compact" + suffix],
+                    f"{key}speedup": speed, f"{key}of_ideal": speed / (fd / fc)})
+    return out
 
 
 def compaction_time(name: str, model, fraction: float, repeats: int) -> dict:
@@ -344,21 +352,23 @@ def render(res: dict, machine: dict, source) -> str:
         lines.append(f"| {r['model']} | {r['batch']} x {r['seconds']:g} s | {1e3 * r['alive_s']:.0f} ms | "
                      f"{1e3 * r['frozen_s']:.0f} ms | {r['frozen_over_alive']:.2f} | {paper} | {compiled} |")
     lines += ["", "## Compact model latency vs the ideal FLOP-ratio speedup", "",
-              "Uniformly random units kept in every group. Target: >= 0.95 of the ideal. Eager PyTorch, and "
-              "both models under `torch.compile` (`subnet bench --compile`), which fuses the elementwise work "
-              "over the unpruned residual stream (LayerNorms, residual adds, bias adds) that pruning does not "
-              "shrink.", "",
+              "Uniformly random units kept in every group. Target: >= 0.95 of the ideal. Eager PyTorch; both models "
+              "under `torch.compile` (`subnet bench --compile`), which fuses the elementwise work over the unpruned "
+              "residual stream (LayerNorms, residual adds, bias adds) that pruning does not shrink; and both "
+              "exported to ONNX and run in onnxruntime (`subnet bench --runtime onnxruntime`: all graph "
+              "optimisations, the same threads; each graph checked against PyTorch first). Ideal: the FLOP ratio "
+              "(torch.utils.flop_counter).", "",
               "| model | kept units | batch | ideal | eager: dense | compact | speedup | of ideal | "
-              "compiled: dense | compact | speedup | of ideal |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "compiled: dense | compact | speedup | of ideal | onnxruntime: dense | compact | speedup | of ideal |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res.get("latency", []):
-        row = (f"| {r['model']} | {r['kept_units']:.0%} | {r['batch']} | {r['ideal_flop_ratio']:.2f}x | "
-               f"{r['dense_ms']:.1f} ms | {r['compact_ms']:.1f} ms | {r['speedup']:.2f}x | {r['of_ideal']:.2f} |")
-        if "compiled_speedup" in r:
-            row += (f" {r['compiled_dense_ms']:.1f} ms | {r['compiled_compact_ms']:.1f} ms | "
-                    f"{r['compiled_speedup']:.2f}x | {r['compiled_of_ideal']:.2f} |")
-        else:
-            row += " - | - | - | - |"
+        row = f"| {r['model']} | {r['kept_units']:.0%} | {r['batch']} | {r['ideal_flop_ratio']:.2f}x |"
+        for key in ("", "compiled_", "ort_"):
+            if f"{key}speedup" in r:
+                row += (f" {r[f'{key}dense_ms']:.1f} ms | {r[f'{key}compact_ms']:.1f} ms | "
+                        f"{r[f'{key}speedup']:.2f}x | {r[f'{key}of_ideal']:.2f} |")
+            else:
+                row += " - | - | - | - |"
         lines.append(row)
     lines += ["", "Where the rest goes (torch.profiler over 3 calls of each model, one quiet run on 2026-11-28, not "
               "scripted in benchmarks/; whisper-base, 25% kept, batch 8 x 5 s, eager): the compact model's matrix products run 4.3x faster than the dense model's (406 -> 95 ms "
