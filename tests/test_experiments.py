@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from subnet.experiments import (Experiment, Protocol, main, measure_latencies, plan, run_jobs,
                                 update_results_doc, write_reports)
 from test_extract import tiny_whisper, tones  # noqa: F401  (module-scoped fixtures)
@@ -89,3 +91,23 @@ def test_only_limits_training_not_the_reports(tmp_path, monkeypatch):
     assert main(["--out", str(tmp_path / "runs"), "--reports", str(tmp_path / "reports"), "--reports-only",
                  "--only", "5-asr", "--doc", str(tmp_path / "none.md")]) == 0
     assert seen == [[e.name for e in ex.EXPERIMENTS]]
+
+
+def test_a_resumed_run_counts_the_time_of_every_attempt(tmp_path):
+    """train_seconds of a run killed and resumed: each attempt from its start to its last log
+    line, the last until the end; the time between attempts is not work and is not counted."""
+    from subnet.experiments import attempts_seconds, record_attempt
+    out = tmp_path / "run"
+    out.mkdir()
+    # an attempt begun before attempts.json existed: its first log line stands for its start
+    (out / "log.jsonl").write_text("".join(json.dumps({"time": t, "step": s}) + "\n"
+                                           for t, s in ((100.0, 1), (110.0, 2), (130.0, 3))))
+    starts = record_attempt(out, now=1000.0)  # resumed much later
+    assert starts == [100.0, 1000.0]
+    with open(out / "log.jsonl", "a") as f:
+        f.write(json.dumps({"time": 1010.0, "step": 3}) + "\n")
+    starts = record_attempt(out, now=5000.0)  # killed again, resumed again
+    assert json.loads((out / "attempts.json").read_text()) == [100.0, 1000.0, 5000.0]
+    assert attempts_seconds(out, starts, now=5025.0) == pytest.approx(30.0 + 10.0 + 25.0)
+    fresh = tmp_path / "fresh"
+    assert attempts_seconds(fresh, record_attempt(fresh, now=7.0), now=19.5) == pytest.approx(12.5)

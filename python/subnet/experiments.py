@@ -163,7 +163,7 @@ def run_job(job: Job, root: str, data_root: str, protocol: Protocol, experiments
     data = (f"{manifest}@train", f"{manifest}@valid", f"{manifest}@test")
     cfg = protocol.config(exp, job.seed, job.t if job.t is not None else 0.5)
     common = dict(max_seconds=exp.max_seconds, progress=False, measure_latency=False)
-    t0 = time.time()
+    starts = record_attempt(out)
     if job.method == "extract":
         m = extract_setting(exp.backbone, *data, cfg, out, **common)
     elif job.method.startswith("probe"):
@@ -188,9 +188,41 @@ def run_job(job: Job, root: str, data_root: str, protocol: Protocol, experiments
         r = evaluate_artifact(out, extra_manifest(exp, data_root), exp.max_seconds)
         m["extra"] = {exp.extra_test[0]: {"metric": r["metric"], "value": r["value"], "clips": r["clips"]}}
     m["experiment"] = exp.name
-    m["train_seconds"] = round(time.time() - t0, 1)
+    m["train_seconds"] = round(attempts_seconds(out, starts, time.time()), 1)
+    m["attempts"] = len(starts)
     done.write_text(json.dumps(m, indent=1))
     return m
+
+
+ATTEMPTS = "attempts.json"  # the start time of every attempt at a run (a killed run resumes)
+
+
+def record_attempt(out: Path, now: float | None = None) -> list[float]:
+    """Append this attempt's start time to OUT/attempts.json and return them all. A run begun
+    before this record existed gets the time of its first log line as its first start."""
+    file, log = out / ATTEMPTS, out / "log.jsonl"
+    starts = json.loads(file.read_text()) if file.is_file() else []
+    if not starts and log.is_file():
+        first = next((line for line in log.read_text().splitlines() if line.strip()), None)
+        if first:
+            starts = [json.loads(first)["time"]]
+    starts.append(time.time() if now is None else now)
+    out.mkdir(parents=True, exist_ok=True)
+    file.write_text(json.dumps(starts))
+    return starts
+
+
+def attempts_seconds(out: Path, starts: list[float], now: float) -> float:
+    """The time spent on a run over all its attempts: each earlier attempt from its start to
+    its last log line (the steps it did after its last checkpoint are counted, as they were
+    paid for, and redone), the last one until `now`. Time between attempts is not counted."""
+    log = out / "log.jsonl"
+    times = [json.loads(line)["time"] for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
+    total = now - starts[-1]
+    for a, b in zip(starts, starts[1:]):
+        inside = [t for t in times if a <= t < b]
+        total += (max(inside) - a) if inside else 0.0
+    return total
 
 
 def run_jobs(jobs: list[Job], root: Path, data_root: Path, protocol: Protocol, experiments,
