@@ -19,6 +19,12 @@ def test_plan_orders_references_before_baselines():
         assert all(jobs.index(d) < i for d in j.deps)
     assert {j.method for j in jobs} == {"probe", "extract", "random", "importance", "scratch", "refit",
                                         "scratch-4x", "probe-4x"}
+    # the long runs start early (not last, alone), and each experiment's jobs stay together
+    for exp in ("a", "b"):
+        mine = [i for i, j in enumerate(jobs) if j.exp == exp]
+        assert mine == list(range(mine[0], mine[-1] + 1))
+        long = [i for i in mine if jobs[i].method.endswith("-4x")]
+        assert len(long) == 2 and max(long) <= mine[0] + len(mine) // 2
 
 
 def test_runs_latency_and_reports(tiny_whisper, tones, tmp_path, capsys):  # noqa: F811
@@ -72,8 +78,8 @@ def test_runs_latency_and_reports(tiny_whisper, tones, tmp_path, capsys):  # noq
 def test_cli_lists_the_plan(capsys):
     assert main(["--list", "--only", "3-pitch", "--seeds", "0", "--targets", "0.5"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 1 + 5 + 1  # probe, extract, random, importance, scratch, refit at one target (no long
-    assert out[-1].startswith("3-pitch probe-4x seed 0")  # scratch), then the long probe
+    assert len(out) == 1 + 1 + 5  # the probe, the long probe, then extract, random, importance, scratch,
+    assert out[1].startswith("3-pitch probe-4x seed 0")  # refit at one target (no long scratch at 0.5)
 
 
 def test_reports_only_trains_nothing(tmp_path):

@@ -104,20 +104,22 @@ class Job:
 
 
 def plan(experiments, protocol: Protocol) -> list[Job]:
-    """Every training job, in the order they should start: an experiment's jobs together (its
-    long scratch run last), so that experiments are complete one after the other."""
+    """Every training job, in the order they should start: an experiment's jobs together, so
+    that experiments are complete one after the other; its two long runs (scratch-4x, probe-4x)
+    right after the seed-0 jobs they belong with, so that they do not run last, alone on one
+    worker while the other waits."""
     jobs = []
     for exp in experiments:
         for seed in protocol.seeds:
             jobs.append(Job("probe", exp.name, seed))
+            if seed == protocol.seeds[0]:
+                jobs.append(Job("probe-4x", exp.name, seed))
             for t in protocol.targets:
                 ext = Job("extract", exp.name, seed, t)
                 jobs.append(ext)
                 jobs += [Job(m, exp.name, seed, t, (ext,)) for m in ("random", "importance", "scratch", "refit")]
-        if LONG_SCRATCH_TARGET in protocol.targets:
-            ext = Job("extract", exp.name, protocol.seeds[0], LONG_SCRATCH_TARGET)
-            jobs.append(Job("scratch-4x", exp.name, protocol.seeds[0], LONG_SCRATCH_TARGET, (ext,)))
-        jobs.append(Job("probe-4x", exp.name, protocol.seeds[0]))
+                if seed == protocol.seeds[0] and t == LONG_SCRATCH_TARGET:
+                    jobs.append(Job("scratch-4x", exp.name, seed, t, (ext,)))
     return jobs
 
 
