@@ -117,3 +117,16 @@ def test_a_resumed_run_counts_the_time_of_every_attempt(tmp_path):
     assert attempts_seconds(out, starts, now=5025.0) == pytest.approx(30.0 + 10.0 + 25.0)
     fresh = tmp_path / "fresh"
     assert attempts_seconds(fresh, record_attempt(fresh, now=7.0), now=19.5) == pytest.approx(12.5)
+
+
+def test_invocations_add_up(tmp_path, monkeypatch):
+    """The wall time of a `make results` killed and resumed: the sum of its invocations."""
+    from subnet import experiments
+    clock = iter([10.0, 25.0, 40.0, 100.0, 107.0])
+    monkeypatch.setattr(experiments.time, "time", lambda: next(clock))
+    first = experiments.Invocations(tmp_path)  # starts at 10, seen working at 25, then 40 (a run finished)
+    first.touch()
+    experiments.Invocations(tmp_path)  # resumed at 100, seen at 107
+    lines = [json.loads(line) for line in (tmp_path / "invocations.jsonl").read_text().splitlines()]
+    assert lines == [{"start": 10.0, "end": 40.0}, {"start": 100.0, "end": 107.0}]
+    assert experiments.Invocations.minutes(first) == pytest.approx((30.0 + 7.0) / 60)

@@ -227,9 +227,30 @@ def attempts_seconds(out: Path, starts: list[float], now: float) -> float:
     return total
 
 
+class Invocations:
+    """OUT/invocations.jsonl: one line per `make results` invocation, its start and the last
+    time it was seen working (updated as runs finish), so that the wall time of a run killed
+    and resumed, possibly across days, is the sum of its invocations."""
+
+    def __init__(self, root: Path):
+        self.file, self.start = root / "invocations.jsonl", time.time()
+        self.lines = self.file.read_text().splitlines() if self.file.is_file() else []
+        self.touch()
+
+    def touch(self) -> None:
+        record = {"start": round(self.start, 1), "end": round(time.time(), 1)}
+        self.file.write_text("\n".join(self.lines + [json.dumps(record)]) + "\n")
+
+    def minutes(self) -> float:
+        """Wall minutes over every invocation so far, this one included."""
+        spans = [json.loads(line) for line in self.file.read_text().splitlines() if line.strip()]
+        return sum(r["end"] - r["start"] for r in spans) / 60
+
+
 def run_jobs(jobs: list[Job], root: Path, data_root: Path, protocol: Protocol, experiments,
-             workers: int = 2) -> None:
-    """Start every job whose references are finished, `workers` at a time, in plan order."""
+             workers: int = 2, on_finish=None) -> None:
+    """Start every job whose references are finished, `workers` at a time, in plan order
+    (`on_finish()` after each)."""
     pending = [j for j in jobs if not (j.out(root) / "metrics.json").is_file()]
     finished = {j for j in jobs if j not in pending}
     total, running, t_start = len(jobs), {}, time.time()
@@ -247,6 +268,8 @@ def run_jobs(jobs: list[Job], root: Path, data_root: Path, protocol: Protocol, e
                 job = running.pop(fut)
                 m = fut.result()  # a failed run stops the whole thing, with its traceback
                 finished.add(job)
+                if on_finish:
+                    on_finish()
                 print(f"[{len(finished)}/{total}] {job.label()}: {m['metric']} {m['compact']:.4f}, "
                       f"{100 * m['params']['kept_fraction']:.1f}% params, {m.get('train_seconds', 0):.0f} s "
                       f"(elapsed {(time.time() - t_start) / 60:.1f} min)", flush=True)
@@ -431,13 +454,15 @@ def main(argv=None) -> int:
         return 0
     root.mkdir(parents=True, exist_ok=True)
     (root / "protocol.json").write_text(json.dumps(asdict(protocol), indent=1))
-    t0 = time.time()
+    t0, invocations = time.time(), Invocations(root)
     prepare_data(exps, data_root, protocol.data_size)
-    run_jobs(jobs, root, data_root, protocol, exps, args.workers)
+    run_jobs(jobs, root, data_root, protocol, exps, args.workers, on_finish=invocations.touch)
     if not args.no_latency:
         measure_latencies(exps, root, threads=os.cpu_count())
     _report(args, root, protocol)
-    print(f"results: done in {(time.time() - t0) / 60:.1f} min; reports under {args.reports}")
+    invocations.touch()
+    print(f"results: done in {(time.time() - t0) / 60:.1f} min ({invocations.minutes():.1f} min over every "
+          f"invocation in {root / 'invocations.jsonl'}); reports under {args.reports}")
     return 0
 
 
