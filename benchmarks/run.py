@@ -268,8 +268,13 @@ def main(argv=None) -> int:
     if args.device != "cpu":
         return gpu_main(args, reps)
     todo = set() if args.render else set(args.only or SECTIONS)
-    out = Path(args.out) / f"cpu-{datetime.date.today().isoformat()}.json"
-    res = {k: v for k, v in json.loads(out.read_text()).items() if k in SECTIONS} if out.is_file() else {}
+    today = datetime.date.today().isoformat()
+    out = Path(args.out) / f"cpu-{today}.json"
+    # the sections not measured now come from the latest results file (today's, or an earlier day's)
+    base = out if out.is_file() else max(Path(args.out).glob("cpu-20??-??-??.json"), default=None)
+    old = json.loads(base.read_text()) if base else {}
+    res = {k: v for k, v in old.items() if k in SECTIONS}
+    measured = {k: old.get("measured", {}).get(k, base.stem[4:]) for k in res}  # section -> date measured
     wb, w2 = (whisper_base(secs), wav2vec2_base()) if todo else (None, None)
     if "training_step" in todo:
         res["training_step"] = []
@@ -300,11 +305,14 @@ def main(argv=None) -> int:
             print(res["front_end_cache"][-1], flush=True)
     machine = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                "torch": torch.__version__, "transformers": transformers.__version__, "quick": args.quick}
+    measured.update({k: today for k in todo})
     if todo:
-        out.write_text(json.dumps({"machine": machine, **res}, indent=1))
+        out.write_text(json.dumps({"machine": machine, "measured": measured, **res}, indent=1))
+    else:
+        out = base or out
     shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
-    Path(args.doc).write_text(render(res, machine, shown))
-    print(f"wrote {out} and {args.doc}")
+    Path(args.doc).write_text(render(res, machine, shown, measured))
+    print(f"wrote {out} and {args.doc}" if todo else f"wrote {args.doc} from {out}")
     return 0
 
 
@@ -326,11 +334,20 @@ def gpu_main(args, reps: int) -> int:
     return 0
 
 
-def render(res: dict, machine: dict, source) -> str:
+def _dates(measured: dict) -> str:
+    """' Measured on ...' per date, when the sections come from more than one day's run."""
+    days = sorted(set(measured.values()))
+    if len(days) < 2:
+        return ""
+    return " Sections measured on " + "; ".join(
+        f"{d}: {', '.join(k for k in SECTIONS if measured.get(k) == d)}" for d in days) + "."
+
+
+def render(res: dict, machine: dict, source, measured: dict | None = None) -> str:
     lines = ["# Performance", "",
              f"Produced by `.venv/bin/python benchmarks/run.py` ({source}); CPU, {machine['threads']} threads, "
              f"torch {machine['torch']}, fp32, random-init models of the named shapes. Each ratio comes from one "
-             "process, variants interleaved after warm-up, medians.", "",
+             "process, variants interleaved after warm-up, medians." + _dates(measured or {}), "",
              "## Mask-training step (all units alive) vs its floor", "",
              "A = frozen encoder + gradient for a head only; A* = backward through every activation (what any "
              "gate training must pay). Target: step <= 1.03 x A*.", "",
@@ -370,7 +387,12 @@ def render(res: dict, machine: dict, source) -> str:
             else:
                 row += " - | - | - | - |"
         lines.append(row)
-    lines += ["", "Where the rest goes (torch.profiler over 3 calls of each model, one quiet run on 2026-11-28, not "
+    ort = [r["ort_of_ideal"] for r in res.get("latency", []) if "ort_of_ideal" in r]
+    if ort:
+        lines += ["", f"In onnxruntime both models run at {min(ort):.2f}-{max(ort):.2f} of the ideal in these rows, and faster "
+                  "than eager PyTorch (which part of the fixed cost it removes was not profiled). The export is `subnet export DIR --format onnx`; "
+                  "`subnet bench DIR --runtime onnxruntime` measures it for any artifact."]
+    lines += ["", "In eager PyTorch, where the rest goes (torch.profiler over 3 calls of each model, one quiet run on 2026-11-28, not "
               "scripted in benchmarks/; whisper-base, 25% kept, batch 8 x 5 s, eager): the compact model's matrix products run 4.3x faster than the dense model's (406 -> 95 ms "
               "per call, more than the 4x of the FLOPs), but the residual adds and LayerNorms over the unpruned "
               "512-wide residual stream cost the same in both (24-27 ms per call): 4% of the dense call, 15% of the "

@@ -134,6 +134,9 @@ def onnx_runner(model: nn.Module, family, inputs: dict, threads: int | None = No
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = threads or torch.get_num_threads()
     opts.inter_op_num_threads = 1
+    # idle threads sleep instead of spinning: spinning ones would steal the cores from whatever
+    # runs next (in a benchmark, the other model timed in turn)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         _onnx(module, tensors, path, dynamic=False, opset=opset)
