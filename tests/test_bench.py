@@ -157,15 +157,22 @@ def test_compiled_models(whisper_dir, tmp_path, one_thread):
     assert "torch.compile" in benchcli.format_report(report)
 
 
-def test_onnxruntime_runtime(whisper_dir, tmp_path, one_thread):
+def test_onnxruntime_runtime(whisper_dir, tmp_path, one_thread, monkeypatch):
     out = tmp_path / "ort.json"
+    built = []  # the timed calls are onnxruntime sessions, one per model
+
+    def counted(*args, **kw):
+        built.append(args[0])
+        return runner(*args, **kw)
+    runner = benchcli.onnx_runner
+    monkeypatch.setattr(benchcli, "onnx_runner", counted)
     assert benchcli.main(["bench", str(whisper_dir), "--runtime", "onnxruntime", "--batch", "2", "--seconds", "0.2",
                           "--repeats", "2", "--warmup", "1", "--no-memory", "--json", str(out), *one_thread]) == 0
     report = json.loads(out.read_text())
     assert report["environment"]["runtime"].startswith("onnxruntime ")
     run = report["runs"][0]
     assert run["compact"]["flops"] < run["dense"]["flops"] and run["compact"]["n"] == run["dense"]["n"] == 2
-    assert "onnxruntime" in benchcli.format_report(report)
+    assert "onnxruntime" in benchcli.format_report(report) and len(built) == 2
     # what is timed computes the model: the session's output is the PyTorch encoder's
     from subnet.export import onnx_runner
     subject = benchcli.load_subject(str(whisper_dir))

@@ -129,4 +129,4 @@ def test_invocations_add_up(tmp_path, monkeypatch):
     experiments.Invocations(tmp_path)  # resumed at 100, seen at 107
     lines = [json.loads(line) for line in (tmp_path / "invocations.jsonl").read_text().splitlines()]
     assert lines == [{"start": 10.0, "end": 40.0}, {"start": 100.0, "end": 107.0}]
-    assert experiments.Invocations.minutes(first) == pytest.approx((30.0 + 7.0) / 60)
+    assert first.minutes() == pytest.approx((30.0 + 7.0) / 60)

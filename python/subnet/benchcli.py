@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .bench import eager_attention
-from .export import ExportError
+from .export import ExportError, onnx_runner
 
 SAMPLE_RATE = 16000
 #: encoder frames per second assumed for families that take frames, not audio
@@ -328,7 +328,6 @@ def run_bench(subjects: dict[str, Subject], batches=(1, 8), seconds=(1.0,), devi
                 inputs[k] = to_device(raw, device, torch_dtype)
             eager = {k: _caller(subjects[k].family, m, inputs[k]) for k, m in models.items()}
             if runtime == "onnxruntime":
-                from .export import onnx_runner
                 fns = {k: onnx_runner(models[k], subjects[k].family, inputs[k]) for k in names}
             else:
                 fns = {k: torch.compile(f, mode=compile) for k, f in eager.items()} if compile else eager

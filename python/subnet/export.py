@@ -44,6 +44,12 @@ def encoder_graph(model: nn.Module, seconds: float | None, batch: int, seed: int
         seconds = seconds or model.config.max_source_positions / FRAME_RATE
         model = fit_seconds(model, seconds)
     inputs, _ = make_inputs(model, family, batch, seconds or 1.0, torch.Generator().manual_seed(seed))
+    return encoder_module(model, family, inputs)
+
+
+def encoder_module(model: nn.Module, family, inputs: dict):
+    """(module taking `inputs`' tensors by position and returning the encoder's main output,
+    those tensors); the inputs that are not tensors become constants of the graph."""
     tensors = {k: v for k, v in inputs.items() if torch.is_tensor(v)}
     consts = {k: v for k, v in inputs.items() if not torch.is_tensor(v)}
 
@@ -110,12 +116,15 @@ def _onnx(module: nn.Module, inputs: dict, path: Path, dynamic: bool, opset: int
                           dynamo=False)
 
 
+def _onnx_feed(session, inputs: dict) -> dict:
+    wanted = {i.name for i in session.get_inputs()}  # inputs the graph does not use are dropped
+    return {k: v.numpy() for k, v in inputs.items() if k in wanted}
+
+
 def _run_onnx(path: Path, inputs: dict) -> torch.Tensor:
     import onnxruntime as ort
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    wanted = {i.name for i in session.get_inputs()}  # inputs the graph does not use are dropped
-    feed = {k: v.numpy() for k, v in inputs.items() if k in wanted}
-    return torch.from_numpy(session.run(None, feed)[0])
+    return torch.from_numpy(session.run(None, _onnx_feed(session, inputs))[0])
 
 
 def onnx_runner(model: nn.Module, family, inputs: dict, threads: int | None = None,
@@ -127,9 +136,7 @@ def onnx_runner(model: nn.Module, family, inputs: dict, threads: int | None = No
     import tempfile
 
     import onnxruntime as ort
-    tensors = {k: v for k, v in inputs.items() if torch.is_tensor(v)}
-    consts = {k: v for k, v in inputs.items() if not torch.is_tensor(v)}
-    module = Positional(list(tensors), lambda d: family.main_output(family.run_probe(model, d)), model.eval(), consts)
+    module, tensors = encoder_module(model, family, inputs)
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = threads or torch.get_num_threads()
@@ -141,8 +148,7 @@ def onnx_runner(model: nn.Module, family, inputs: dict, threads: int | None = No
         path = Path(tmp) / "model.onnx"
         _onnx(module, tensors, path, dynamic=False, opset=opset)
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    wanted = {i.name for i in session.get_inputs()}
-    feed = {k: v.numpy() for k, v in tensors.items() if k in wanted}
+    feed = _onnx_feed(session, tensors)
     with torch.no_grad():
         err = relative_error(torch.from_numpy(session.run(None, feed)[0]), module(*tensors.values()))
     if not err <= rtol:
