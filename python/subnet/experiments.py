@@ -71,7 +71,7 @@ class Protocol:
     eval_every: int = 75
     # extraction only: units dead for 10 steps stop being computed (the whole run ~1.5x faster,
     # docs/PERFORMANCE.md), and the last fifth of the steps trains the head on fixed gates
-    # (+2.8 points over 21 paired runs, docs/RESULTS.md "A side experiment: --settle")
+    # (+2.8 points over 21 paired runs, docs/RESULTS.md "Why the protocol fixes the gates for the last steps")
     freeze_dead: int = 10
     settle: float = 0.2
     targets: tuple = TARGETS
