@@ -440,7 +440,10 @@ def render(res: dict, machine: dict, source, measured: dict | None = None) -> st
                   "was 1.15x. subnet and paper-style compute the same function in a different float order (SDPA "
                   "vs eager attention, the fused gated activation); over 300 straight-through steps the gates "
                   "then take different paths, so one seed's test metrics differ by a few of the 200 test clips "
-                  "(the probe's spread over 3 seeds is +-2.3 points, docs/RESULTS.md)."]
+                  "(the probe's spread over 3 seeds is +-2.3 points, docs/RESULTS.md). The last variant is the "
+                  "extraction of `make results`: with `--settle` every gate is fixed for the last steps, which then "
+                  "train the head alone and skip the backward pass through the encoder; it changes the method, not "
+                  "only the implementation, so its test metric may move further than float order alone moves it."]
     aligned = sorted((ROOT / "benchmarks" / "results").glob("align-effect-cpu-*.json"))
     if aligned:
         from align_effect import render as render_align

@@ -9,7 +9,10 @@ seed, steps, loss and optimiser for every variant (the protocol of `make results
 implementation differs:
   - paper-style: every gate multiplied in by a forward hook, eager attention, all units computed;
   - subnet: fused gated activation, SDPA + head gate;
-  - subnet --freeze-dead K: units dead for K consecutive steps are frozen and no longer computed.
+  - subnet --freeze-dead K: units dead for K consecutive steps are frozen and no longer computed;
+  - subnet --freeze-dead K --settle F: and every gate fixed for the last F of the steps, only the
+    head training then (the extraction of `make results`; this one changes the method, not only
+    the implementation).
 The variants' runs advance in lockstep in one process: at every step each variant reads its
 batch (the same for all: same data and seed), trains on it and validates when due, in an order
 that rotates from step to step; each variant's own steps are timed, so a slow spell of the
@@ -89,12 +92,22 @@ def lockstep(runs: dict, rng: dict, steps: int) -> dict[str, list[float]]:
     return seconds
 
 
+def make_variants(cfg, freeze_dead: int, settle: float) -> dict:
+    """The variants' configs from the protocol's extraction config: paper-style and subnet
+    without its speed and settle options, then with them one at a time."""
+    plain = replace(cfg, freeze_dead=0, settle=0.0)
+    fast = replace(plain, freeze_dead=freeze_dead)
+    return {"paper-style": plain, "subnet": plain, f"subnet --freeze-dead {freeze_dead}": fast,
+            f"subnet --freeze-dead {freeze_dead} --settle {settle:g}": replace(fast, settle=settle)}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="the kws-tts manifest (subnet data build kws-tts ...)")
     ap.add_argument("--steps", type=int, default=Protocol.steps)
     ap.add_argument("-t", type=float, default=0.45)
-    ap.add_argument("--freeze-dead", type=int, default=10)
+    ap.add_argument("--freeze-dead", type=int, default=Protocol.freeze_dead)
+    ap.add_argument("--settle", type=float, default=Protocol.settle)
     ap.add_argument("--backbone", default="whisper-tiny.en", help="a Whisper encoder name or folder "
                     "(paper-style gates Whisper encoders only)")
     ap.add_argument("--out", help="where the runs go (default: a new temporary folder)")
@@ -102,8 +115,7 @@ def main(argv=None) -> int:
     args.out = Path(args.out or tempfile.mkdtemp(prefix="subnet-whole-run-"))
     exp = next(e for e in EXPERIMENTS if e.recipe == "kws-tts")
     cfg = replace(Protocol(steps=args.steps).config(exp, seed=0, t=args.t), checkpoint_every=10 ** 9)
-    variants = {"paper-style": cfg, "subnet": cfg, f"subnet --freeze-dead {args.freeze_dead}":
-                replace(cfg, freeze_dead=args.freeze_dead)}
+    variants = make_variants(cfg, args.freeze_dead, args.settle)
     folder = {name: name.replace(" ", "_") for name in variants}
     warm = setups(lambda n: setup(n, args.data, replace(variants[n], steps=WARMUP_STEPS, eval_every=WARMUP_STEPS),
                                   exp.max_seconds, args.out / "warm-up" / folder[n], args.backbone), variants)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -323,6 +324,21 @@ def test_prefetched_batches_are_the_same_batches():
     assert got == [0, 10, 20, 30, 40, 50, 20]
     assert [c[0] for c in calls] == [0, 1, 2, 3, 4, 5, 2, 3]  # in order, one step ahead, never past `last`
     assert all(name.startswith("subnet-batches") for _, name in calls)
+
+
+def test_whole_run_variants_differ_only_as_named():
+    """benchmarks/whole_run.py: paper-style and subnet run without --freeze-dead and --settle
+    even though the protocol's extraction config has them; each later variant adds one."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from whole_run import make_variants
+    cfg = ExtractConfig(steps=40, freeze_dead=10, settle=0.2, t=0.45)
+    v = make_variants(cfg, 7, 0.3)
+    assert list(v) == ["paper-style", "subnet", "subnet --freeze-dead 7", "subnet --freeze-dead 7 --settle 0.3"]
+    assert all((c.freeze_dead, c.settle) == (0, 0.0) for c in (v["paper-style"], v["subnet"]))
+    assert (v["subnet --freeze-dead 7"].freeze_dead, v["subnet --freeze-dead 7"].settle) == (7, 0.0)
+    last = v["subnet --freeze-dead 7 --settle 0.3"]
+    assert (last.freeze_dead, last.settle) == (7, 0.3)
+    assert all(replace(c, freeze_dead=0, settle=0.0) == v["subnet"] for c in v.values())
 
 
 def test_runs_in_lockstep_end_as_runs_alone(tones, tiny_whisper, tmp_path):
