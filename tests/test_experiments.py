@@ -130,3 +130,36 @@ def test_invocations_add_up(tmp_path, monkeypatch):
     lines = [json.loads(line) for line in (tmp_path / "invocations.jsonl").read_text().splitlines()]
     assert lines == [{"start": 10.0, "end": 40.0}, {"start": 100.0, "end": 107.0}]
     assert first.minutes() == pytest.approx((30.0 + 7.0) / 60)
+
+
+def _fake_extraction(run, name, seed, keep):
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({
+        "method": "extract", "t": 0.45, "seed": seed, "metric": "accuracy", "compact": 0.5,
+        "eval_set": f"data/{name}/manifest.jsonl", "params": {"kept_fraction": 0.5}}))
+    groups = {"conv1": {"kind": "conv", "size": 4}, "layers.0.self_attn.heads": {"kind": "head", "size": 4},
+              "layers.0.ffn": {"kind": "ffn", "size": 8}}
+    (run / "subnet.json").write_text(json.dumps({"groups": {g: {**v, "keep": k} for (g, v), k in
+                                                            zip(groups.items(), keep)}}))
+
+
+def test_cross_task_sections_table_and_figure(tmp_path):
+    from subnet.experiments import cross_task_sections
+    root = tmp_path / "runs"
+    keeps = {("a", 0): ([0, 1], [0, 1], [0, 1, 2, 3]), ("a", 1): ([0, 1], [0, 2], [0, 1, 2, 4]),
+             ("b", 0): ([2, 3], [0, 1], [4, 5, 6, 7]), ("b", 1): ([2, 3], [0, 1], [4, 5, 6, 7])}
+    for (name, seed), keep in keeps.items():
+        _fake_extraction(root / name / "extract" / f"t=0.45-s{seed}", name, seed, keep)
+    exps = [Experiment("a", "A", "bb", "ra"), Experiment("b", "B", "bb", "rb"), Experiment("c", "C", "other", "rc")]
+    (sections,) = cross_task_sections(exps, root, tmp_path / "reports", 0.45)
+    assert "### Kept units across tasks (bb, t=0.45)" in sections
+    assert "](cross-task/kept_units_bb.png)" in sections
+    assert (tmp_path / "reports" / "cross-task" / "kept_units_bb.png").stat().st_size > 10_000
+    tables = sections.split("Attention heads:")
+    # all units, a's two seeds: conv 2 of 2, heads 1 of 3, ffn 3 of 5 shared -> 6/10; a against b: 2/14 for
+    # either seed of a (heads 2 of 2 + ffn 0 of 8, or heads 1 of 3 + ffn 1 of 7; conv 0 of 4); chance
+    # 2*2/4 + 2*2/4 + 4*4/8 = 4 shared of 16 - 4
+    assert "| a | 0.60 (0.33) | 0.14 (0.33) |" in tables[0]
+    assert "| b |  | 1.00 (0.33) |" in tables[0]  # the lower triangle left blank
+    assert "| a | 0.33 (0.33) | 0.67 (0.33) |" in tables[1]  # heads alone: 1/3; (1 + 1/3) / 2
+    assert cross_task_sections(exps[:1] + exps[2:], root, tmp_path / "r2", 0.45) == []  # no shared backbone

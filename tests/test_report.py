@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from subnet.baselines import probe, random_units, scratch
-from subnet.report import add_report_parser, kept_matrices, layer_label, load_runs, write_report
+from subnet.report import add_report_parser, kept_matrices, kept_overlap, layer_label, load_runs, write_report
 from subnet.sweep import sweep
 from subnet.train import ExtractConfig
 from test_extract import tiny_whisper, tones  # noqa: F401  (module-scoped fixtures)
@@ -110,3 +110,14 @@ def test_kept_matrices_pad_unequal_layers():
     assert labels == ["L0", "L1"] and conv.shape == (2, 4)
     assert conv[0].tolist() == [1, 0, 0, 1] and conv[1, :2].tolist() == [0, 1] and np.isnan(conv[1, 2:]).all()
     assert mats["head"][1].tolist() == [[0, 0, 0]]
+
+
+def test_kept_overlap_against_hand_counts():
+    a = {"c": {"kind": "conv", "size": 4, "keep": [0, 1]}, "h": {"kind": "head", "size": 6, "keep": [0, 1, 2]}}
+    b = {"c": {"kind": "conv", "size": 4, "keep": [1, 2]}, "h": {"kind": "head", "size": 6, "keep": [3, 4, 5]}}
+    # shared 1 + 0, either 3 + 6; chance: shared 2*2/4 + 3*3/6 = 2.5 of 4 + 6 - 2.5 kept by either
+    assert kept_overlap(a, b) == pytest.approx((1 / 9, 2.5 / 7.5))
+    assert kept_overlap(a, b, kinds=("head",)) == pytest.approx((0.0, 1.5 / 4.5))
+    assert kept_overlap(a, a, kinds=("conv",)) == pytest.approx((1.0, 1.0 / 3.0))
+    with pytest.raises(ValueError, match="different groups"):
+        kept_overlap(a, {"c": a["c"]})

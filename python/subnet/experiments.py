@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
@@ -309,8 +310,6 @@ def experiment_section(exp: Experiment, runs: list[dict]) -> str:
     """The headline numbers of one experiment for summary.md (figure paths relative to it):
     probes, the within-1-point sizes, one row per extraction setting (metric, FLOPs, latency,
     file size; means over seeds), and extraction against each baseline, paired by seed."""
-    import statistics
-
     from .report import _kept_pct, _pm, _slug, extraction_settings, refit_vs_random, task_of, \
         versus_baselines, within_probe
     metric = runs[0]["metric"]
@@ -352,6 +351,61 @@ def experiment_section(exp: Experiment, runs: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
+def cross_task_sections(experiments, root: Path, reports: Path, t: float) -> list[str]:
+    """For every backbone that two or more experiments share: which units each task keeps, as
+    summary.md sections (figure paths relative to it). A heat map of each experiment's
+    lowest-seed extraction at target `t`, side by side (REPORTS/cross-task/), and tables of how
+    much two tasks' kept units overlap against chance (`kept_overlap`; mean over every pair of
+    seeds, a task's own seeds against each other on the diagonal), over all gated units and over
+    attention heads."""
+    import itertools
+
+    from .report import KIND_NAME, KIND_ORDER, _slug, kept_overlap, load_runs, plot_kept_heatmap
+    picked: dict[str, dict[str, list[dict]]] = {}  # backbone -> experiment -> its extractions at t
+    for exp in experiments:
+        if (root / exp.name).is_dir():
+            ext = sorted((m for m in load_runs([root / exp.name])
+                          if m["method"] == "extract" and m.get("t") == t and m.get("keep")),
+                         key=lambda m: m.get("seed") or 0)
+            if ext:
+                picked.setdefault(exp.backbone, {})[exp.name] = ext
+    sections = []
+    for backbone, by_exp in picked.items():
+        if len(by_exp) < 2:
+            continue
+        names = list(by_exp)
+        figure = f"cross-task/kept_units_{_slug(backbone)}.png"
+        (reports / "cross-task").mkdir(parents=True, exist_ok=True)
+        plot_kept_heatmap([{**ms[0], "label": f"{name} (seed {ms[0].get('seed') or 0})"} for name, ms in by_exp.items()],
+                          reports / figure, f"{backbone}, one extraction per task at t={t:g}")
+        out = [f"### Kept units across tasks ({backbone}, t={t:g})", "",
+               f"![kept units across tasks, {backbone}]({figure})", "",
+               "How alike are the units two tasks keep? The Jaccard index of their kept units (kept by "
+               "both / kept by either), mean over every pair of seeds (on the diagonal: one task's seeds "
+               "against each other), and in parentheses the index that units drawn at random with the "
+               "same number kept in every layer would give.", ""]
+        sizes = {}  # units per kind, in the order of the figures
+        for g in by_exp[names[0]][0]["keep"].values():
+            sizes[g["kind"]] = sizes.get(g["kind"], 0) + g["size"]
+        counts = ", ".join(f"{sizes[k]} {KIND_NAME[k]}" for k in KIND_ORDER if k in sizes)
+        for kinds, what in ((None, f"All gated units ({counts})"), (("head",), "Attention heads")):
+            rows = [f"| | {' | '.join(names)} |", "|---" * (len(names) + 1) + "|"]
+            for i, a in enumerate(names):
+                cells = []
+                for j, b in enumerate(names):
+                    if j < i:
+                        cells.append("")
+                        continue
+                    pairs = [kept_overlap(x["keep"], y["keep"], kinds)  # a task against itself: other seeds
+                             for x, y in itertools.product(by_exp[a], by_exp[b]) if x is not y]
+                    cells.append(f"{statistics.mean(p[0] for p in pairs):.2f} "
+                                 f"({statistics.mean(p[1] for p in pairs):.2f})" if pairs else "-")
+                rows.append(f"| {a} | {' | '.join(cells)} |")
+            out += [f"{what}:", ""] + rows + [""]
+        sections.append("\n".join(out))
+    return sections
+
+
 def _worker_time(runs: list[dict]) -> str:
     """The training time of an experiment's runs (sum of their wall times), per method."""
     per: dict[str, float] = {}
@@ -376,6 +430,7 @@ def write_reports(experiments, root: Path, reports: Path, protocol: Protocol) ->
         runs = load_runs([root / exp.name])
         rows.append(summary_row(exp.name, runs))
         sections.append(experiment_section(exp, runs))
+    sections += cross_task_sections(experiments, root, reports, statistics.median_low(protocol.targets))
     lines = ["# subnet results: summary", "",
              f"Protocol (every run): {protocol.steps} steps, batch {protocol.batch_size}, lr head "
              f"{protocol.lr_head:g}, lr gates {protocol.lr_gates:g}, lambda {protocol.lam:g}, warm-up "

@@ -262,6 +262,27 @@ def kept_matrices(keep: dict) -> dict[str, tuple[list[str], np.ndarray]]:
     return out
 
 
+def kept_overlap(a: dict, b: dict, kinds=None) -> tuple[float, float]:
+    """How alike two artifacts' kept units are (`keep` dicts of one backbone's groups): the
+    Jaccard index of their kept units (those of the groups whose kind is in `kinds`, default all,
+    pooled: shared / kept by either), and what chance gives it had each artifact kept its own
+    number of units in every group at random (expected shared / expected kept by either)."""
+    if set(a) != set(b):
+        raise ValueError(f"kept units of different groups cannot be compared: {sorted(set(a) ^ set(b))}")
+    shared = either = chance_shared = total = 0.0
+    for name, ga in a.items():
+        if kinds is not None and ga["kind"] not in kinds:
+            continue
+        ka, kb = set(ga["keep"]), set(b[name]["keep"])
+        shared += len(ka & kb)
+        either += len(ka | kb)
+        chance_shared += len(ka) * len(kb) / ga["size"]
+        total += len(ka) + len(kb)
+    if either == 0:
+        raise ValueError(f"no kept unit of kind {kinds} in either artifact")
+    return shared / either, chance_shared / (total - chance_shared)
+
+
 def plot_kept_heatmap(runs, path, title: str = "") -> dict:
     """Runs side by side (columns), one row per unit kind: which units of every layer each
     artifact keeps. Returns {run label: {kind: matrix}}."""
