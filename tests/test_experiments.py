@@ -163,3 +163,11 @@ def test_cross_task_sections_table_and_figure(tmp_path):
     assert "| b |  | 1.00 (0.33) |" in tables[0]  # the lower triangle left blank
     assert "| a | 0.33 (0.33) | 0.67 (0.33) |" in tables[1]  # heads alone: 1/3; (1 + 1/3) / 2
     assert cross_task_sections(exps[:1] + exps[2:], root, tmp_path / "r2", 0.45) == []  # no shared backbone
+    for name in ("a", "b"):  # a backbone without attention heads: no heads table
+        for seed in (0, 1):
+            f = root / name / "extract" / f"t=0.45-s{seed}" / "subnet.json"
+            groups = json.loads(f.read_text())["groups"]
+            del groups["layers.0.self_attn.heads"]
+            f.write_text(json.dumps({"groups": groups}))
+    (sections,) = cross_task_sections(exps, root, tmp_path / "r3", 0.45)
+    assert "All gated units (4 conv channels, 8 FFN neurons)" in sections and "Attention heads" not in sections

@@ -119,5 +119,8 @@ def test_kept_overlap_against_hand_counts():
     assert kept_overlap(a, b) == pytest.approx((1 / 9, 2.5 / 7.5))
     assert kept_overlap(a, b, kinds=("head",)) == pytest.approx((0.0, 1.5 / 4.5))
     assert kept_overlap(a, a, kinds=("conv",)) == pytest.approx((1.0, 1.0 / 3.0))
+    assert kept_overlap(a, {**b, "h": {**b["h"], "keep": []}}, kinds=("head",)) == (0.0, 0.0)
+    no_heads_a, no_heads_b = {**a, "h": {**a["h"], "keep": []}}, {**b, "h": {**b["h"], "keep": []}}
+    assert kept_overlap(no_heads_a, no_heads_b, kinds=("head",)) == (1, 1)
     with pytest.raises(ValueError, match="different groups"):
         kept_overlap(a, {"c": a["c"]})

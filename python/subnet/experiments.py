@@ -376,8 +376,8 @@ def cross_task_sections(experiments, root: Path, reports: Path, t: float) -> lis
         names = list(by_exp)
         figure = f"cross-task/kept_units_{_slug(backbone)}.png"
         (reports / "cross-task").mkdir(parents=True, exist_ok=True)
-        plot_kept_heatmap([{**ms[0], "label": f"{name} (seed {ms[0].get('seed') or 0})"} for name, ms in by_exp.items()],
-                          reports / figure, f"{backbone}, one extraction per task at t={t:g}")
+        firsts = [{**ms[0], "label": f"{name} (seed {ms[0].get('seed') or 0})"} for name, ms in by_exp.items()]
+        plot_kept_heatmap(firsts, reports / figure, f"{backbone}, one extraction per task at t={t:g}")
         out = [f"### Kept units across tasks ({backbone}, t={t:g})", "",
                f"![kept units across tasks, {backbone}]({figure})", "",
                "How alike are the units two tasks keep? The Jaccard index of their kept units (kept by "
@@ -388,7 +388,8 @@ def cross_task_sections(experiments, root: Path, reports: Path, t: float) -> lis
         for g in by_exp[names[0]][0]["keep"].values():
             sizes[g["kind"]] = sizes.get(g["kind"], 0) + g["size"]
         counts = ", ".join(f"{sizes[k]} {KIND_NAME[k]}" for k in KIND_ORDER if k in sizes)
-        for kinds, what in ((None, f"All gated units ({counts})"), (("head",), "Attention heads")):
+        tables = [(None, f"All gated units ({counts})")] + ([(("head",), "Attention heads")] if "head" in sizes else [])
+        for kinds, what in tables:
             rows = [f"| | {' | '.join(names)} |", "|---" * (len(names) + 1) + "|"]
             for i, a in enumerate(names):
                 cells = []

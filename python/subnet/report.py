@@ -266,7 +266,8 @@ def kept_overlap(a: dict, b: dict, kinds=None) -> tuple[float, float]:
     """How alike two artifacts' kept units are (`keep` dicts of one backbone's groups): the
     Jaccard index of their kept units (those of the groups whose kind is in `kinds`, default all,
     pooled: shared / kept by either), and what chance gives it had each artifact kept its own
-    number of units in every group at random (expected shared / expected kept by either)."""
+    number of units in every group at random (expected shared / expected kept by either). Two
+    artifacts that keep none of those units are alike: (1, 1)."""
     if set(a) != set(b):
         raise ValueError(f"kept units of different groups cannot be compared: {sorted(set(a) ^ set(b))}")
     shared = either = chance_shared = total = 0.0
@@ -279,7 +280,7 @@ def kept_overlap(a: dict, b: dict, kinds=None) -> tuple[float, float]:
         chance_shared += len(ka) * len(kb) / ga["size"]
         total += len(ka) + len(kb)
     if either == 0:
-        raise ValueError(f"no kept unit of kind {kinds} in either artifact")
+        return 1.0, 1.0
     return shared / either, chance_shared / (total - chance_shared)
 
 
