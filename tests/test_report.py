@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 from dataclasses import replace
 
@@ -99,6 +100,10 @@ def test_report_series(runs, tmp_path):
         assert labels == [layer_label(n) for n in names]
         assert np.nansum(mat, axis=1).tolist() == [len(keep[n]["keep"]) for n in names]
     assert len(drawn["kept_units_by_task.png"]) == 2
+    # the second task is a copy of the first's t=0.3 extraction: they overlap fully; one run per task: no diagonal
+    report = (tmp_path / "report.md").read_text()
+    assert len(re.findall(r"\n\| [^|]+ \| - \| 1\.00 \(0\.\d\d\) \|\n", report)) == 2  # all units, heads
+    assert "All gated units (" in report and "Attention heads:" in report
 
 
 def test_kept_matrices_pad_unequal_layers():

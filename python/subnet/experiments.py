@@ -353,14 +353,10 @@ def experiment_section(exp: Experiment, runs: list[dict]) -> str:
 
 def cross_task_sections(experiments, root: Path, reports: Path, t: float) -> list[str]:
     """For every backbone that two or more experiments share: which units each task keeps, as
-    summary.md sections (figure paths relative to it). A heat map of each experiment's
-    lowest-seed extraction at target `t`, side by side (REPORTS/cross-task/), and tables of how
-    much two tasks' kept units overlap against chance (`kept_overlap`; mean over every pair of
-    seeds, a task's own seeds against each other on the diagonal), over all gated units and over
-    attention heads."""
-    import itertools
-
-    from .report import KIND_NAME, KIND_ORDER, _slug, kept_overlap, load_runs, plot_kept_heatmap
+    summary.md sections (figure paths relative to it): a heat map of each experiment's
+    lowest-seed extraction at target `t`, side by side (REPORTS/cross-task/), and how much two
+    tasks' kept units overlap against chance (`report.overlap_tables`, over every seed)."""
+    from .report import _slug, load_runs, overlap_tables, plot_kept_heatmap
     picked: dict[str, dict[str, list[dict]]] = {}  # backbone -> experiment -> its extractions at t
     for exp in experiments:
         if (root / exp.name).is_dir():
@@ -373,36 +369,12 @@ def cross_task_sections(experiments, root: Path, reports: Path, t: float) -> lis
     for backbone, by_exp in picked.items():
         if len(by_exp) < 2:
             continue
-        names = list(by_exp)
         figure = f"cross-task/kept_units_{_slug(backbone)}.png"
         (reports / "cross-task").mkdir(parents=True, exist_ok=True)
         firsts = [{**ms[0], "label": f"{name} (seed {ms[0].get('seed') or 0})"} for name, ms in by_exp.items()]
         plot_kept_heatmap(firsts, reports / figure, f"{backbone}, one extraction per task at t={t:g}")
         out = [f"### Kept units across tasks ({backbone}, t={t:g})", "",
-               f"![kept units across tasks, {backbone}]({figure})", "",
-               "How alike are the units two tasks keep? The Jaccard index of their kept units (kept by "
-               "both / kept by either), mean over every pair of seeds (on the diagonal: one task's seeds "
-               "against each other), and in parentheses the index that units drawn at random with the "
-               "same number kept in every layer would give.", ""]
-        sizes = {}  # units per kind, in the order of the figures
-        for g in by_exp[names[0]][0]["keep"].values():
-            sizes[g["kind"]] = sizes.get(g["kind"], 0) + g["size"]
-        counts = ", ".join(f"{sizes[k]} {KIND_NAME[k]}" for k in KIND_ORDER if k in sizes)
-        tables = [(None, f"All gated units ({counts})")] + ([(("head",), "Attention heads")] if "head" in sizes else [])
-        for kinds, what in tables:
-            rows = [f"| | {' | '.join(names)} |", "|---" * (len(names) + 1) + "|"]
-            for i, a in enumerate(names):
-                cells = []
-                for j, b in enumerate(names):
-                    if j < i:
-                        cells.append("")
-                        continue
-                    pairs = [kept_overlap(x["keep"], y["keep"], kinds)  # a task against itself: other seeds
-                             for x, y in itertools.product(by_exp[a], by_exp[b]) if x is not y]
-                    cells.append(f"{statistics.mean(p[0] for p in pairs):.2f} "
-                                 f"({statistics.mean(p[1] for p in pairs):.2f})" if pairs else "-")
-                rows.append(f"| {a} | {' | '.join(cells)} |")
-            out += [f"{what}:", ""] + rows + [""]
+               f"![kept units across tasks, {backbone}]({figure})", ""] + overlap_tables(by_exp)
         sections.append("\n".join(out))
     return sections
 

@@ -284,6 +284,37 @@ def kept_overlap(a: dict, b: dict, kinds=None) -> tuple[float, float]:
     return shared / either, chance_shared / (total - chance_shared)
 
 
+def overlap_tables(runs_by_name: dict[str, list[dict]]) -> list[str]:
+    """Markdown lines: how much the kept units of every two of `runs_by_name` (name -> artifacts
+    of one backbone, e.g. one task's seeds at one target) overlap against chance
+    (`kept_overlap`): the mean over every pair of their artifacts, one name's own artifacts
+    against each other on the diagonal; over all gated units, then over attention heads (when
+    the backbone has any). Upper triangle only: the index is symmetric."""
+    import itertools
+    names = list(runs_by_name)
+    sizes: dict[str, int] = {}  # units per kind
+    for g in runs_by_name[names[0]][0]["keep"].values():
+        sizes[g["kind"]] = sizes.get(g["kind"], 0) + g["size"]
+    counts = ", ".join(f"{sizes[k]} {KIND_NAME[k]}" for k in KIND_ORDER if k in sizes)
+    lines = ["How alike are the units two tasks keep? The Jaccard index of their kept units (kept by both / kept "
+             "by either), mean over every pair of seeds (on the diagonal: one task's seeds against each other), "
+             "and in parentheses the index that units drawn at random with the same number kept in every layer "
+             "would give.", ""]
+    tables = [(None, f"All gated units ({counts})")] + ([(("head",), "Attention heads")] if "head" in sizes else [])
+    for kinds, what in tables:
+        rows = [f"| | {' | '.join(names)} |", "|---" * (len(names) + 1) + "|"]
+        for i, a in enumerate(names):
+            cells = []
+            for b in names[i:]:
+                pairs = [kept_overlap(x["keep"], y["keep"], kinds)  # a name against itself: its other artifacts
+                         for x, y in itertools.product(runs_by_name[a], runs_by_name[b]) if x is not y]
+                cells.append(f"{statistics.mean(p[0] for p in pairs):.2f} ({statistics.mean(p[1] for p in pairs):.2f})"
+                             if pairs else "-")
+            rows.append(f"| {a} | {' | '.join([''] * i + cells)} |")
+        lines += [f"{what}:", ""] + rows + [""]
+    return lines
+
+
 def plot_kept_heatmap(runs, path, title: str = "") -> dict:
     """Runs side by side (columns), one row per unit kind: which units of every layer each
     artifact keeps. Returns {run label: {kind: matrix}}."""
@@ -627,6 +658,11 @@ def write_report(paths, out, title: str = "subnet report") -> dict:
         if heat:
             drawn["kept_units_by_task.png"] = heat
             lines += ["## Kept units across tasks", "", "![kept units across tasks](kept_units_by_task.png)", ""]
+            # every extraction of each task at the size of its pick; several backbones do not compare
+            same = {task_of(m): [x for x in tasks[task_of(m)] if x["method"] == "extract" and x.get("keep")
+                                 and x.get("t") == m.get("t")] for m in picks}
+            if len({frozenset(ms[0]["keep"]) for ms in same.values()}) == 1:
+                lines += overlap_tables(same)
     machines = {json.dumps(m.get("machine", {}), sort_keys=True) for m in runs}
     lines += ["## Machine", ""] + [f"- {m}" for m in sorted(machines)] + [""]
     (out / "report.md").write_text("\n".join(lines))
@@ -646,7 +682,9 @@ def add_report_parser(subparsers) -> argparse.ArgumentParser:
         description="Read the metrics.json (and subnet.json) of every run in or under RUNS and write "
                     "DIR/report.md with per-task tables, the largest pruning within 1 point of the probe, "
                     "extraction against the baselines at equal size, and PNG figures: metric against "
-                    "kept parameters per method, Pareto fronts, kept units per layer, latency and file size.")
+                    "kept parameters per method, Pareto fronts, kept units per layer, latency and file size. "
+                    "Runs of several tasks on one backbone also get one extraction of each side by side and "
+                    "how much their kept units overlap (Jaccard index against chance).")
     p.add_argument("runs", nargs="+", metavar="RUNS", help="run directories or folders holding them")
     p.add_argument("--out", required=True, help="output directory for report.md and the PNGs")
     p.add_argument("--title", default="subnet report", help="report title")
