@@ -13,7 +13,8 @@ with the same protocol (steps, batch, clip length, learning rates):
 Training jobs run two at a time, one thread each (on 2 cores this beats one job on two threads
 for batches this small). Batch-1 CPU latency is measured afterwards, one artifact at a time
 with nothing else running, full and compact encoder interleaved. Then `subnet report` writes
-REPORTS/<experiment>/report.md + figures and REPORTS/summary.md gathers the headline numbers.
+REPORTS/<experiment>/report.md + figures, REPORTS/summary.md gathers the headline numbers, and
+experiments that share a backbone get a section on the units each task keeps (REPORTS/cross-task/).
 
 A finished run (metrics.json present) is never rerun, an unfinished one resumes from its
 checkpoint: a killed `make results` goes on where it stopped.
