@@ -145,13 +145,18 @@ def _fake_extraction(run, name, seed, keep):
 
 def test_cross_task_sections_table_and_figure(tmp_path):
     from subnet.experiments import cross_task_sections
+    from subnet.report import load_runs
     root = tmp_path / "runs"
     keeps = {("a", 0): ([0, 1], [0, 1], [0, 1, 2, 3]), ("a", 1): ([0, 1], [0, 2], [0, 1, 2, 4]),
              ("b", 0): ([2, 3], [0, 1], [4, 5, 6, 7]), ("b", 1): ([2, 3], [0, 1], [4, 5, 6, 7])}
     for (name, seed), keep in keeps.items():
         _fake_extraction(root / name / "extract" / f"t=0.45-s{seed}", name, seed, keep)
     exps = [Experiment("a", "A", "bb", "ra"), Experiment("b", "B", "bb", "rb"), Experiment("c", "C", "other", "rc")]
-    (sections,) = cross_task_sections(exps, root, tmp_path / "reports", 0.45)
+    _fake_extraction(root / "c" / "extract" / "t=0.45-s0", "c", 0, ([0], [0], [0]))  # alone on its backbone
+
+    def by_exp():
+        return {e: load_runs([root / e.name]) for e in exps}
+    (sections,) = cross_task_sections(by_exp(), tmp_path / "reports", 0.45)
     assert "### Kept units across tasks (bb, t=0.45)" in sections
     assert "](cross-task/kept_units_bb.png)" in sections
     assert (tmp_path / "reports" / "cross-task" / "kept_units_bb.png").stat().st_size > 10_000
@@ -162,12 +167,13 @@ def test_cross_task_sections_table_and_figure(tmp_path):
     assert "| a | 0.60 (0.33) | 0.14 (0.33) |" in tables[0]
     assert "| b |  | 1.00 (0.33) |" in tables[0]  # the lower triangle left blank
     assert "| a | 0.33 (0.33) | 0.67 (0.33) |" in tables[1]  # heads alone: 1/3; (1 + 1/3) / 2
-    assert cross_task_sections(exps[:1] + exps[2:], root, tmp_path / "r2", 0.45) == []  # no shared backbone
+    without_b = {e: r for e, r in by_exp().items() if e.name != "b"}
+    assert cross_task_sections(without_b, tmp_path / "r2", 0.45) == []  # no backbone shared by two
     for name in ("a", "b"):  # a backbone without attention heads: no heads table
         for seed in (0, 1):
             f = root / name / "extract" / f"t=0.45-s{seed}" / "subnet.json"
             groups = json.loads(f.read_text())["groups"]
             del groups["layers.0.self_attn.heads"]
             f.write_text(json.dumps({"groups": groups}))
-    (sections,) = cross_task_sections(exps, root, tmp_path / "r3", 0.45)
+    (sections,) = cross_task_sections(by_exp(), tmp_path / "r3", 0.45)
     assert "All gated units (4 conv channels, 8 FFN neurons)" in sections and "Attention heads" not in sections

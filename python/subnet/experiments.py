@@ -352,20 +352,19 @@ def experiment_section(exp: Experiment, runs: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
-def cross_task_sections(experiments, root: Path, reports: Path, t: float) -> list[str]:
-    """For every backbone that two or more experiments share: which units each task keeps, as
-    summary.md sections (figure paths relative to it): a heat map of each experiment's
-    lowest-seed extraction at target `t`, side by side (REPORTS/cross-task/), and how much two
-    tasks' kept units overlap against chance (`report.overlap_tables`, over every seed)."""
-    from .report import _slug, load_runs, overlap_tables, plot_kept_heatmap
+def cross_task_sections(runs_by_exp: dict, reports: Path, t: float) -> list[str]:
+    """For every backbone that two or more experiments share (`runs_by_exp`: Experiment -> its
+    runs, as `load_runs` reads them): which units each task keeps, as summary.md sections (figure
+    paths relative to it): a heat map of each experiment's lowest-seed extraction at target `t`,
+    side by side (REPORTS/cross-task/), and how much two tasks' kept units overlap against chance
+    (`report.overlap_tables`, over every seed)."""
+    from .report import _slug, overlap_tables, plot_kept_heatmap
     picked: dict[str, dict[str, list[dict]]] = {}  # backbone -> experiment -> its extractions at t
-    for exp in experiments:
-        if (root / exp.name).is_dir():
-            ext = sorted((m for m in load_runs([root / exp.name])
-                          if m["method"] == "extract" and m.get("t") == t and m.get("keep")),
-                         key=lambda m: m.get("seed") or 0)
-            if ext:
-                picked.setdefault(exp.backbone, {})[exp.name] = ext
+    for exp, runs in runs_by_exp.items():
+        ext = sorted((m for m in runs if m["method"] == "extract" and m.get("t") == t and m.get("keep")),
+                     key=lambda m: m.get("seed") or 0)
+        if ext:
+            picked.setdefault(exp.backbone, {})[exp.name] = ext
     sections = []
     for backbone, by_exp in picked.items():
         if len(by_exp) < 2:
@@ -396,15 +395,15 @@ def write_reports(experiments, root: Path, reports: Path, protocol: Protocol) ->
     """REPORTS/<experiment>/ (report.md + figures) for every experiment with runs, and
     REPORTS/summary.md (the headline table, then one section per experiment); returns it."""
     from .report import load_runs, summary_row, write_report
-    rows, sections = [], []
+    rows, sections, runs_by_exp = [], [], {}
     for exp in experiments:
         if not (root / exp.name).is_dir():
             continue
         write_report([root / exp.name], reports / exp.name, title=f"{exp.name}: {exp.title} ({exp.backbone})")
-        runs = load_runs([root / exp.name])
+        runs = runs_by_exp[exp] = load_runs([root / exp.name])
         rows.append(summary_row(exp.name, runs))
         sections.append(experiment_section(exp, runs))
-    sections += cross_task_sections(experiments, root, reports, statistics.median_low(protocol.targets))
+    sections += cross_task_sections(runs_by_exp, reports, statistics.median_low(protocol.targets))
     lines = ["# subnet results: summary", "",
              f"Protocol (every run): {protocol.steps} steps, batch {protocol.batch_size}, lr head "
              f"{protocol.lr_head:g}, lr gates {protocol.lr_gates:g}, lambda {protocol.lam:g}, warm-up "
