@@ -217,8 +217,7 @@ def front_end_cache_step(name: str, model, batch: int, seconds: float, repeats: 
     both pay the same feature computation (log-mel for Whisper)."""
     from contextlib import nullcontext
     from subnet.front_end_cache import FrontEndCache
-    from subnet.frontends import front_end_for
-    fe = front_end_for(model)
+    fe = subnet.family_of(model).front_end(model)
     n = int(fe.sample_rate * seconds)
     waves = torch.randn(batch, n, generator=torch.Generator().manual_seed(0))
     lengths = torch.full((batch,), n)

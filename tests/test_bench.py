@@ -80,22 +80,26 @@ def test_inputs_through_the_front_end():
     w2v = build("wav2vec2")
     inputs, note = benchcli.make_inputs(w2v, subnet.family_of(w2v), 3, 0.25, gen)
     assert list(inputs["input_values"].shape) == [3, 4000] and note == ""
-    enc = benchcli.fit_seconds(build("whisper"), 0.2)  # window 0.26 s -> 0.2 s
+    whisper = build("whisper")
+    enc = subnet.family_of(whisper).fit_seconds(whisper, 0.2)  # window 0.26 s -> 0.2 s
     inputs, _ = benchcli.make_inputs(enc, subnet.family_of(enc), 2, 0.2, gen)
     assert list(inputs["input_features"].shape) == [2, 16, 20]
     enc(**inputs)
 
 
 def test_whisper_window_is_a_limit():
+    enc = build("whisper")
+    family = subnet.family_of(enc)
     with pytest.raises(ValueError, match="at most 0.26 s"):
-        benchcli.fit_seconds(build("whisper"), 1.0)
+        benchcli.make_inputs(family.fit_seconds(enc, 1.0), family, 1, 1.0, torch.Generator())
 
 
 @pytest.mark.parametrize("kind", ["torch-batch", "torch-seq-prenorm"])
-def test_inputs_without_a_front_end(kind):
+def test_inputs_of_a_feature_encoder(kind):
+    """nn.TransformerEncoder takes features: a d_model-bin log-mel, 100 frames a second."""
     model = build(kind)
     inputs, note = benchcli.make_inputs(model, subnet.family_of(model), 3, 0.5, torch.Generator())
-    shape = [3, 25, 40] if kind == "torch-batch" else [25, 3, 40]
+    shape = [3, 51, 40] if kind == "torch-batch" else [51, 3, 40]
     assert list(inputs["src"].shape) == shape and note == ""
     model(**inputs)
 
@@ -176,7 +180,7 @@ def test_onnxruntime_runtime(whisper_dir, tmp_path, one_thread, monkeypatch):
     # what is timed computes the model: the session's output is the PyTorch encoder's
     from subnet.export import onnx_runner
     subject = benchcli.load_subject(str(whisper_dir))
-    model = benchcli.fit_seconds(subject.model, 0.2)
+    model = subject.family.fit_seconds(subject.model, 0.2)
     inputs, _ = benchcli.make_inputs(model, subject.family, 2, 0.2, torch.Generator().manual_seed(3))
     got = torch.from_numpy(onnx_runner(model, subject.family, inputs)()[0])
     with torch.no_grad():

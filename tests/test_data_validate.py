@@ -153,3 +153,28 @@ def test_nothing_left(tmp_path):
     m = manifest(tmp_path, [{"path": "missing.wav", "label": "x"}])
     with pytest.raises(ValueError, match="no usable clips left"):
         load_dataset(m, skip_bad=True, progress=False)
+
+
+def test_a_clip_shorter_than_the_encoder_needs_is_named(tmp_path):
+    good(tmp_path / "ok.wav")
+    sf.write(tmp_path / "blip.wav", np.full(100, 0.1, np.float32), 16000)  # 6.25 ms
+    m = manifest(tmp_path, [{"path": "ok.wav", "label": "a"}, {"path": "blip.wav", "label": "a"}])
+    with pytest.raises(BadInputError) as e:
+        load_dataset(m, min_seconds=0.025, progress=False)
+    assert "m.jsonl:2" in str(e.value) and "blip.wav" in str(e.value) and "needs at least 25.0 ms" in str(e.value)
+    ds = load_dataset(m, min_seconds=0.025, skip_bad=True, progress=False)
+    assert len(ds) == 1 and ds.summary.counts == {"too_short": 1}
+    assert len(load_dataset(m, progress=False)) == 2  # no minimum: both are fine
+
+
+def test_resampling_and_mixing_down_are_reported(tmp_path, caplog):
+    good(tmp_path / "ok.wav")
+    sf.write(tmp_path / "phone.wav", np.full(800, 0.1, np.float32), 8000)
+    sf.write(tmp_path / "stereo.wav", np.full((1600, 2), 0.1, np.float32), 16000)
+    m = manifest(tmp_path, [{"path": p, "label": "a"} for p in ("ok.wav", "phone.wav", "stereo.wav")])
+    with caplog.at_level("INFO", logger="subnet"):
+        ds = load_dataset(m, sample_rate=16000, progress=False)
+    assert ds.notes == ["1 file at 8000 Hz resampled to 16000 Hz", "1 multi-channel file mixed down to mono"]
+    assert all(n in caplog.text for n in ds.notes)
+    assert ds[1]["wave"].shape == (1600,) and ds[2]["wave"].shape == (1600,)
+    assert load_dataset(m, sample_rate=8000, progress=False).notes[0] == "2 files at 16000 Hz resampled to 8000 Hz"

@@ -9,7 +9,6 @@ from safetensors.torch import save_file
 import subnet
 from builders import build
 from subnet import export as ex
-from subnet.frontends import front_end_for
 from subnet.heads import make_head
 
 ort = pytest.importorskip("onnxruntime")
@@ -40,7 +39,7 @@ def artifacts(tmp_path_factory):
     width, n_states = small.config.hidden_size, small.config.num_hidden_layers + 1
     head = make_head("classify", width, n_states, 5).eval()
     extra = {"head": {"task": "classify", "width": width, "n_states": n_states, "n_out": 5, "layer": "weighted"},
-             "labels": list("abcde"), "front_end": front_end_for(small).describe()}
+             "labels": list("abcde"), "front_end": subnet.family_of(small).front_end(small).describe()}
     path = subnet.save(small, root / "pipe", extra=extra)
     save_file(head.state_dict(), str(path / "head.safetensors"))
     out["pipeline"] = path

@@ -12,7 +12,6 @@ from builders import build
 from subnet import load_backbone
 from subnet.extraction import prepare_backbone, setup_run
 from subnet.front_end_cache import FrontEndCache
-from subnet.frontends import front_end_for
 from subnet.pipeline import Pipeline
 from subnet.train import ExtractConfig, run_loop
 from test_extract import tiny_whisper, tones  # noqa: F401
@@ -43,7 +42,7 @@ def test_cached_front_end_gives_the_same_outputs_and_gate_gradients(kind):
     mm = subnet.attach_masks(backbone, kinds=("head", "ffn"))
     paths = mm.family.front_end_modules(backbone)
     assert paths and FrontEndCache.applies(backbone, paths, mm.groups)
-    pipe = Pipeline(mm, front_end_for(backbone), _Head(), "classify")
+    pipe = Pipeline(mm, mm.family.front_end(backbone), _Head(), "classify")
     waves, lengths = _waves(4, 8000, seed=int(torch.randint(0, 10**6, ())))
 
     def run():

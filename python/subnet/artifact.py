@@ -18,6 +18,7 @@ from torch import nn
 
 from .compact import CompactInfo, compact, rebuild
 from .families import family_named
+from .families.front_ends import front_end_from
 from .hashing import weights_hash
 
 COMPACT_FORMAT = "subnet-compact/1"
@@ -111,6 +112,8 @@ def load(path) -> nn.Module:
                             "architecture it describes")
     model = rebuild(family, info, base, groups)
     _load_tensors(model, path / WEIGHTS, meta["tensors"], path / CONFIG)
+    if "front_end" in info.extra:  # the front end it was extracted with (e.g. CREPE's frame hop)
+        model.subnet_front_end = front_end_from(info.extra["front_end"])
     return model
 
 

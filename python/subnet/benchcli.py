@@ -10,7 +10,6 @@ difference".
 from __future__ import annotations
 
 import argparse
-import copy
 import gc
 import json
 import math
@@ -28,9 +27,6 @@ from torch import nn
 from .bench import eager_attention
 from .export import ExportError, onnx_runner
 
-SAMPLE_RATE = 16000
-#: encoder frames per second assumed for families that take frames, not audio
-FRAME_RATE = 50
 NO_DIFFERENCE = "no measurable difference"
 
 
@@ -75,64 +71,25 @@ def dense_base_of(compact: Subject) -> Subject:
     info = compact.info
     torch.manual_seed(0)
     base = family_named(info.family).build(info.base)
+    if hasattr(compact.model, "subnet_front_end"):  # both read clips the same way
+        base.subnet_front_end = compact.model.subnet_front_end
     return Subject(base, f"{compact.source} (dense base, random weights)", "dense-base", None)
-
-
-def fit_seconds(model: nn.Module, seconds: float) -> nn.Module:
-    """A Whisper encoder takes a fixed window: shorten a copy to `seconds` (or refuse longer)."""
-    if type(model).__name__ != "WhisperEncoder":
-        return model
-    from .backbones.whisper import shorten_encoder
-    window = model.config.max_source_positions / FRAME_RATE
-    if seconds > window + 1e-9:
-        raise ValueError(f"this Whisper encoder takes at most {window:g} s of audio, not {seconds:g} s")
-    if seconds < window:
-        info = getattr(model, "subnet_info", None)
-        model = shorten_encoder(copy.deepcopy(model), seconds)
-        if info is not None:
-            model.subnet_info = info
-    return model
 
 
 # --- the inputs ----------------------------------------------------------------------------
 def make_inputs(model: nn.Module, family, batch: int, seconds: float, gen: torch.Generator) -> tuple[dict, str]:
-    """Random inputs for `batch` clips of `seconds`: 16 kHz waveforms through the model's
-    front end, or for models without one the family's probe input resized. Returns
-    (inputs, note); the note says when the family's input has a fixed size."""
-    from .frontends import front_end_for
-    try:
-        fe = front_end_for(model)
-    except TypeError:
-        fe = None
-    if fe is not None:
-        n = max(1, round(seconds * fe.sample_rate))
-        waves = 0.1 * torch.randn(batch, n, generator=gen)
-        return fe.inputs(waves, torch.full((batch,), n, dtype=torch.long)), ""
-    probe = family.probe_inputs(model, gen)
-    frames = max(1, round(seconds * FRAME_RATE))
-    if family.name == "torch-transformer":
-        x = probe["src"]
-        batch_first = x.shape[0] == probe["src_key_padding_mask"].shape[0]
-        shape = (batch, frames, x.shape[-1]) if batch_first else (frames, batch, x.shape[-1])
-        return {"src": torch.randn(*shape, generator=gen),
-                "src_key_padding_mask": torch.zeros(batch, frames, dtype=torch.bool)}, ""
-    if family.name == "torchaudio-conformer":
-        x = torch.randn(batch, frames, probe["input"].shape[-1], generator=gen)
-        return {"input": x, "lengths": torch.full((batch,), frames)}, ""
-    if family.name == "torchaudio-wav2vec2":
-        n = max(1, round(seconds * SAMPLE_RATE))
-        lengths = None if probe["lengths"] is None else torch.full((batch,), n)
-        return {"waveforms": 0.1 * torch.randn(batch, n, generator=gen), "lengths": lengths}, ""
-    # fixed-size inputs (spectrogram patches, CREPE frames, ...): only the batch changes
-    out = {}
-    for k, v in probe.items():
-        if torch.is_tensor(v) and v.is_floating_point():
-            out[k] = torch.randn(batch, *v.shape[1:], generator=gen).to(v.dtype)
-        elif torch.is_tensor(v):
-            out[k] = v[:1].expand(batch, *v.shape[1:]).clone()
-        else:
-            out[k] = v
-    return out, f"{family.name} takes a fixed input size; --seconds is ignored"
+    """Random inputs for `batch` clips of `seconds` through the model's front end. Returns
+    (inputs, note); the note says when the encoder pads every clip to a longer window.
+    Raises ValueError for clips longer than the encoder's window."""
+    fe = family.front_end(model)
+    note = ""
+    if fe.max_samples is not None:
+        window = fe.max_samples / fe.sample_rate
+        if seconds > window + 1e-9:
+            raise ValueError(f"this {family.name} encoder takes at most {window:g} s of audio, not {seconds:g} s")
+        if fe.fixed_length and seconds < window - 1e-3:
+            note = f"{family.name} pads every clip to its {window:g} s window"
+    return fe.example_inputs(batch, seconds, gen), note
 
 
 def to_device(inputs: dict, device: str, dtype: torch.dtype) -> dict:
@@ -318,7 +275,8 @@ def run_bench(subjects: dict[str, Subject], batches=(1, 8), seconds=(1.0,), devi
               "models": {k: s.describe() for k, s in subjects.items()}, "runs": []}
     timed = timed or timer(device)
     for sec in seconds:
-        models = {k: fit_seconds(s.model, sec).to(device=device, dtype=torch_dtype) for k, s in subjects.items()}
+        models = {k: s.family.fit_seconds(s.model, sec).to(device=device, dtype=torch_dtype)
+                  for k, s in subjects.items()}
         for b in batches:
             first = names[0]
             inputs, notes = {}, {}

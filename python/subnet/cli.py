@@ -160,7 +160,19 @@ def _demo(args) -> int:
     return 0
 
 
+def _log_notices() -> None:
+    """Show the library's notices (resampled files, random weights, ...) on stderr."""
+    import logging
+    logger = logging.getLogger("subnet")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("subnet: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv=None) -> int:
+    _log_notices()
     parser = argparse.ArgumentParser(
         prog="subnet", description="Extract small, fast, task-specific subnetworks from pretrained audio encoders.")
     sub = parser.add_subparsers(dest="command", required=True)

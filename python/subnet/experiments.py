@@ -286,7 +286,7 @@ def measure_latencies(experiments, root: Path, threads: int | None = None) -> No
     from . import load, load_backbone
     from .bench import interleaved_latency
     from .extraction import prepare_backbone
-    from .frontends import front_end_for
+    from .families import family_of
     if threads:
         torch.set_num_threads(threads)
     for exp in experiments:
@@ -295,7 +295,7 @@ def measure_latencies(experiments, root: Path, threads: int | None = None) -> No
         if not todo:
             continue
         full = prepare_backbone(load_backbone(exp.backbone), exp.max_seconds).eval()
-        fe = front_end_for(full)
+        fe = family_of(full).front_end(full)
         n = int(exp.max_seconds * fe.sample_rate)
         inputs = fe.inputs(torch.randn(1, n), torch.tensor([n]))
         for f in todo:

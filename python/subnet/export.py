@@ -35,21 +35,28 @@ class Positional(nn.Module):
 
 
 def encoder_graph(model: nn.Module, seconds: float | None, batch: int, seed: int):
-    """(module, example inputs dict, family) for a compact encoder on `batch` random clips."""
-    from .benchcli import FRAME_RATE, fit_seconds, make_inputs
+    """(module, example inputs dict, family) for a compact encoder on `batch` random clips of
+    `seconds` (unset: a fixed-window encoder's whole window, else 1 s)."""
+    from .benchcli import make_inputs
     from .families import family_of
     family = family_of(model)
     if family.name == "whisper":
         model = family.encoder(model)[0]
-        seconds = seconds or model.config.max_source_positions / FRAME_RATE
-        model = fit_seconds(model, seconds)
-    inputs, _ = make_inputs(model, family, batch, seconds or 1.0, torch.Generator().manual_seed(seed))
+    model = family.fit_seconds(model, seconds)
+    seconds = seconds or _window(family.front_end(model)) or 1.0
+    inputs, _ = make_inputs(model, family, batch, seconds, torch.Generator().manual_seed(seed))
     return encoder_module(model, family, inputs)
+
+
+def _window(fe) -> float | None:
+    """The clip length a fixed-window front end pads to (None for the others)."""
+    return fe.max_samples / fe.sample_rate if fe.fixed_length and fe.max_samples else None
 
 
 def encoder_module(model: nn.Module, family, inputs: dict):
     """(module taking `inputs`' tensors by position and returning the encoder's main output,
     those tensors); the inputs that are not tensors become constants of the graph."""
+    inputs = family.export_inputs(inputs)
     tensors = {k: v for k, v in inputs.items() if torch.is_tensor(v)}
     consts = {k: v for k, v in inputs.items() if not torch.is_tensor(v)}
 
@@ -60,23 +67,20 @@ def encoder_module(model: nn.Module, family, inputs: dict):
 
 def pipeline_graph(pipe, seconds: float | None, batch: int, seed: int):
     """(module, example inputs) for front-end features (+ the frames mask) -> head logits."""
-    from .frontends import WhisperLogMel
     fe = pipe.front_end
-    if seconds is None:
-        seconds = fe.n_samples / fe.sample_rate if isinstance(fe, WhisperLogMel) else 1.0
+    seconds = seconds or _window(fe) or 1.0
     n = round(seconds * fe.sample_rate)
     gen = torch.Generator().manual_seed(seed)
     waves, lengths = 0.1 * torch.randn(batch, n, generator=gen), torch.full((batch,), n)
     features = fe.inputs(waves, lengths)
     with torch.no_grad():
-        n_frames = pipe.encoder(**features).last_hidden_state.shape[1]
+        n_frames = pipe.states(features)[-1].shape[1]
     inputs = {**features, "frames": fe.frames(lengths, n_frames)}
 
     def run(d):
         d = dict(d)
         frames = d.pop("frames")
-        states = pipe.encoder(**d, output_hidden_states=True).hidden_states
-        return pipe.head(states, frames)
+        return pipe.head(pipe.states(d), frames)
     return Positional(list(inputs), run, pipe.eval()), inputs
 
 

@@ -18,7 +18,8 @@ from .bench import count_flops, interleaved_latency
 from .compact import aligned_keep, compact
 from .data.dataset import AudioDataset
 from .data.batching import collate
-from .frontends import front_end_for
+from .families import family_of
+from .families.front_ends import with_settings
 from .pipeline import Pipeline
 from .train import Batch, ExtractConfig, Extractor, JsonlLog, _is_dist, run_loop
 
@@ -79,9 +80,10 @@ def evaluate_artifact(artifact, data, max_seconds: float | None = None, batch_si
     task = pipe.task
     chars = pipe.labels if task == "ctc" else None
     vocab = None if task == "ctc" else LabelVocab(pipe.labels)
+    fe = pipe.front_end
     source, split = str(data).rsplit("@", 1) if "@" in str(data) else (str(data), None)
-    ds = load_dataset(source, split=split, sample_rate=pipe.front_end.sample_rate, vocab=vocab,
-                      max_seconds=max_seconds, skip_bad=skip_bad, progress=False)
+    ds = load_dataset(source, split=split, sample_rate=fe.sample_rate, vocab=vocab, max_seconds=max_seconds,
+                      skip_bad=skip_bad, progress=False, min_seconds=fe.min_samples / fe.sample_rate)
     outs, targets, frames = [], [], []
     with torch.no_grad():
         for b in eval_batches(ds, batch_size, task, chars):
@@ -89,14 +91,13 @@ def evaluate_artifact(artifact, data, max_seconds: float | None = None, batch_si
             outs.append(logits), targets.append(b.targets), frames.append(fr)
     result = score(task, outs, targets, frames, pipe.labels)
     return {"metric": result["metric"], "value": result["value"], "clips": result["n"],
-            "skipped": ds.summary.as_dict()}
+            "skipped": ds.summary.as_dict(), "data_notes": ds.notes}
 
 
 def drop_unread_layers(backbone: nn.Module, layer) -> tuple[nn.Module, object]:
     """(backbone, head layer) with the layers above the one an index-reading head reads
     removed before training (they cost time and cannot change its input); the head then
     reads the new last state. "weighted" heads read every layer: nothing changes."""
-    from .families import family_of
     if layer == "weighted":
         return backbone, layer
     n_states = _count_states(backbone)
@@ -109,21 +110,14 @@ def drop_unread_layers(backbone: nn.Module, layer) -> tuple[nn.Module, object]:
 
 @torch.no_grad()
 def _count_states(backbone: nn.Module) -> int:
-    fe = front_end_for(backbone)
-    n = fe.sample_rate // 2
-    return len(backbone(**fe.inputs(torch.randn(1, n), torch.tensor([n])), output_hidden_states=True).hidden_states)
+    family = family_of(backbone)
+    return len(family.hidden_states(backbone, family.example_inputs(backbone, 1, 0.5)))
 
 
 def prepare_backbone(backbone: nn.Module, max_seconds: float | None) -> nn.Module:
-    """Whisper's encoder insists on 30 s inputs; for short clips slice its positional table
-    to `max_seconds` (DESIGN section 8: a fraction of the cost of padding to 30 s)."""
-    if type(backbone).__name__ == "WhisperEncoder" and max_seconds:
-        from .backbones.whisper import shorten_encoder
-        limit = backbone.config.max_source_positions / 50
-        seconds = min(limit, max(0.1, round(max_seconds * 10 + 0.4999) / 10))
-        if seconds < limit:
-            backbone = shorten_encoder(copy.deepcopy(backbone), seconds)
-    return backbone
+    """The backbone fitted to clips of `max_seconds` by its family (Whisper and AST encoders
+    take a fixed window: a copy cut to the clip length costs a fraction of the padding)."""
+    return family_of(backbone).fit_seconds(backbone, max_seconds)
 
 
 @dataclass
@@ -151,11 +145,13 @@ def setup_run(backbone: nn.Module, train, valid, test, cfg: ExtractConfig, out: 
     rank, world = (dist.get_rank(), dist.get_world_size()) if _is_dist() else (0, 1)
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
-    fe = front_end_for(backbone)
-    train_ds = _dataset(train, fe.sample_rate, None, max_seconds, True, cfg.seed, skip_bad, progress and rank == 0)
+    fe = with_settings(family_of(backbone).front_end(backbone), cfg.front_end)
+    if cfg.front_end:  # the compact model and the costs measured on the backbone read clips this way too
+        backbone.subnet_front_end = fe
+    train_ds = _dataset(train, fe, None, max_seconds, True, cfg.seed, skip_bad, progress and rank == 0)
     vocab = train_ds.vocab
-    valid_ds = _dataset(valid, fe.sample_rate, vocab, max_seconds, False, cfg.seed, skip_bad, False)
-    test_ds = _dataset(test, fe.sample_rate, vocab, max_seconds, False, cfg.seed, skip_bad, False) if test else None
+    valid_ds = _dataset(valid, fe, vocab, max_seconds, False, cfg.seed, skip_bad, False)
+    test_ds = _dataset(test, fe, vocab, max_seconds, False, cfg.seed, skip_bad, False) if test else None
     chars = sorted({c for it in train_ds.items for c in (it.text or "")}) if cfg.task == "ctc" else None
     labels = chars if cfg.task == "ctc" else vocab.labels
     ex = trainer(backbone, len(labels), cfg, out, labels=labels, front_end=fe, **trainer_kw)
@@ -195,13 +191,16 @@ def extract(backbone, train, valid, test=None, cfg: ExtractConfig | None = None,
     return finish(run, Path(out), measure_latency)
 
 
-def _dataset(source, rate, vocab, max_seconds, train, seed, skip_bad, progress):
+def _dataset(source, fe, vocab, max_seconds, train, seed, skip_bad, progress):
+    """`source` (folder tree or manifest[@split]) read at the front end's rate; clips too short
+    for the front end are bad inputs."""
     source = str(source)
     split = None
     if "@" in source:
         source, split = source.rsplit("@", 1)
-    return AudioDataset.from_source(source, sample_rate=rate, split=split, vocab=vocab, max_seconds=max_seconds,
-                                    train=train, seed=seed, skip_bad=skip_bad, progress=progress)
+    return AudioDataset.from_source(source, sample_rate=fe.sample_rate, split=split, vocab=vocab,
+                                    max_seconds=max_seconds, train=train, seed=seed, skip_bad=skip_bad,
+                                    progress=progress, min_seconds=fe.min_samples / fe.sample_rate)
 
 
 def finish(run: Run, out: Path, measure_latency: bool = True, small: nn.Module | None = None,
@@ -260,6 +259,7 @@ def finish(run: Run, out: Path, measure_latency: bool = True, small: nn.Module |
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                     "torch": torch.__version__},
         "skipped": {"train": train_ds.summary.as_dict(), "eval": eval_set.summary.as_dict()},
+        "data_notes": {"train": train_ds.notes, "eval": eval_set.notes},
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics

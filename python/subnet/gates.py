@@ -104,6 +104,13 @@ class MaskedModel(nn.Module):
         with self.active():
             return self.runner()(*args, **kwargs)
 
+    def call(self, fn, *args, **kwargs):
+        """`fn(module, ...)` with the gates on, where `module` is what `forward` would run (the
+        backbone, or its shrunk copy while units are frozen): for encoders whose hidden states
+        come from a method other than `forward` (torchaudio's `extract_features`, ...)."""
+        with self.active():
+            return fn(self.runner(), *args, **kwargs)
+
     # --- skipping frozen units -------------------------------------------------------
     def runner(self) -> nn.Module:
         """The module the forward pass runs: the backbone, or while units are frozen (and

@@ -78,6 +78,9 @@ def add_config_options(p: argparse.ArgumentParser, defaults: ExtractConfig | Non
         p.add_argument("--no-encoder-cache", dest="cache_encoder", action="store_false", default=None,
                        help="recompute the frozen encoder every step instead of once per clip (same "
                             "results, slower; for timing comparisons)")
+    p.add_argument("--front-end", dest="front_end", nargs="+", metavar="KEY=VALUE", default=None,
+                   help="change settings of the encoder's front end, e.g. hop=0.1 (CREPE: seconds between "
+                        "frames); an unknown key lists the front end's settings")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -85,11 +88,14 @@ def add_config_options(p: argparse.ArgumentParser, defaults: ExtractConfig | Non
 def config_from_args(args, base: ExtractConfig | None = None) -> ExtractConfig:
     """`base` with every flag the user gave applied on top."""
     base = base or ExtractConfig()
-    names = set(_OPTIONS) | {"coupled", "cache_encoder", "cache_front_end"}  # not t (a sweep's list) nor train_gates (the method's)
+    names = set(_OPTIONS) | {"coupled", "cache_encoder", "cache_front_end", "front_end"}  # not t (a sweep's list) nor train_gates (the method's)
     given = {f.name: getattr(args, f.name) for f in fields(ExtractConfig)
              if f.name in names and getattr(args, f.name, None) is not None}
     if "kinds" in given:
         given["kinds"] = tuple(given["kinds"])
+    if "front_end" in given:
+        from .families.front_ends import parse_settings
+        given["front_end"] = parse_settings(given["front_end"])
     if "layer" in given and given["layer"] != "weighted":
         given["layer"] = int(given["layer"])
     return replace(base, **given)

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .frontends import FrontEnd, front_end_from
+from .families import family_of
+from .families.front_ends import FrontEnd, front_end_from
+from .gates import MaskedModel
 from .heads import make_head
 
 
@@ -19,15 +22,27 @@ class Pipeline(nn.Module):
         super().__init__()
         self.encoder, self.head, self.task = encoder, head, task
         self.front_end, self.labels = front_end, labels
+        self.family = encoder.family if isinstance(encoder, MaskedModel) else family_of(encoder)
         self.cache = None  # an EncoderCache, consulted only while nothing in the encoder trains
         self.front_end_cache = None  # a FrontEndCache: its wrapped modules see the clips of `encode`
+        self._compiled = None
+
+    def compile(self, mode: str) -> None:
+        """torch.compile the encoder's hidden-state computation (front-end inputs -> states)."""
+        self._compiled = torch.compile(partial(self.family.hidden_states, self.encoder), mode=mode)
+
+    def states(self, inputs: dict) -> tuple[torch.Tensor, ...]:
+        """The hidden states a head reads, from the front end's inputs."""
+        if self._compiled is not None:
+            return self._compiled(inputs)
+        return self.family.hidden_states(self.encoder, inputs)
 
     def encode(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The encoder's hidden states (every layer) for a batch of waveforms."""
         inputs = self.front_end.inputs(waves, lengths)
         fec = self.front_end_cache
         with fec.clips(waves, lengths, not self.front_end.fixed_length) if fec is not None else nullcontext():
-            return self.encoder(**inputs, output_hidden_states=True).hidden_states
+            return self.states(inputs)
 
     def _encoder_trains(self) -> bool:
         return any(p.requires_grad for p in self.encoder.parameters())
@@ -59,6 +74,6 @@ def load_pipeline(path) -> Pipeline:
     hc = extra["head"]
     head = make_head(hc["task"], hc["width"], hc["n_states"], hc["n_out"], hc["layer"])
     head.load_state_dict(load_file(str(path / "head.safetensors")))
-    pipe = Pipeline(encoder, front_end_from(extra["front_end"], encoder), head, hc["task"],
+    pipe = Pipeline(encoder, front_end_from(extra["front_end"]), head, hc["task"],
                     extra.get("labels"))
     return pipe.eval()

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from .encoder_cache import EncoderCache
 from .front_end_cache import FrontEndCache
-from .frontends import FrontEnd, front_end_for
+from .families.front_ends import FrontEnd
 from .pipeline import Pipeline
 from .gates import MaskedModel
 from .heads import make_head
@@ -58,6 +58,7 @@ class ExtractConfig:
     device: str = "auto"  # auto (cuda when available) | cpu | cuda[:N]
     dtype: str = "fp32"  # fp32 | bf16 (autocast of the forward pass; gates and head stay fp32)
     compile: str = ""  # "" (eager) | default | reduce-overhead (CUDA graphs) | max-autotune: torch.compile of the encoder
+    front_end: dict = field(default_factory=dict)  # settings of the family's front end to change, e.g. {"hop": 0.1}
 
 
 @dataclass
@@ -91,6 +92,10 @@ def task_loss(task: str, logits, frames, targets, vocab: int | None = None):
         logp = logits.log_softmax(-1).transpose(0, 1)  # (F, B, V+1)
         return F.ctc_loss(logp, ids, frames.sum(1), lens, blank=0, zero_infinity=True)
     raise ValueError(task)
+
+
+def _to(value, device):
+    return value.to(device) if torch.is_tensor(value) else value
 
 
 def _is_dist() -> bool:
@@ -129,7 +134,7 @@ class Extractor:
         torch.manual_seed(cfg.seed)
         self.masked: MaskedModel = self._attach(backbone).to(self.device)
         self.masked.backbone.eval()
-        self.front_end = front_end or front_end_for(backbone)
+        self.front_end = front_end or self.masked.family.front_end(backbone)
         width, n_states = self._probe_shapes()
         self.head = make_head(cfg.task, width, n_states, n_out, cfg.layer).to(self.device)
         for m in self.head.modules():
@@ -149,7 +154,7 @@ class Extractor:
             self.pipeline.front_end_cache.install(self.masked.backbone, paths)
         if cfg.compile:  # forward and backward compiled on first use (elementwise work fused;
             # reduce-overhead replays CUDA graphs); frozen units change the graph: a recompile
-            self.pipeline.encoder = torch.compile(self.masked, mode=cfg.compile)
+            self.pipeline.compile(cfg.compile)
         groups = [{"params": list(self.head.parameters()), "lr": cfg.lr_head}]
         if cfg.train_gates:
             groups.append({"params": list(self.masked.logits), "lr": cfg.lr_gates})
@@ -175,10 +180,10 @@ class Extractor:
 
     @torch.no_grad()
     def _probe_shapes(self):
-        sr = self.front_end.sample_rate
-        waves = torch.randn(1, sr // 2, device=self.device)
-        out = self.masked(**self.front_end.inputs(waves, torch.tensor([sr // 2])), output_hidden_states=True)
-        return out.hidden_states[-1].shape[-1], len(out.hidden_states)
+        """(width, number) of the hidden states a head reads, from half a second of noise."""
+        inputs = self.front_end.example_inputs(1, 0.5)
+        states = self.masked.family.hidden_states(self.masked, {k: _to(v, self.device) for k, v in inputs.items()})
+        return states[-1].shape[-1], len(states)
 
     # --- one step ---------------------------------------------------------------------
     def ramp(self) -> float:

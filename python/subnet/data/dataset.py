@@ -1,6 +1,8 @@
 """AudioDataset: checked items -> mono waveforms at the backbone's rate, with targets."""
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from pathlib import Path
 
 from torch.utils.data import DataLoader, Dataset
@@ -12,6 +14,8 @@ from .errors import BadInputError
 from .items import read_items
 from .validate import Checked, validate
 from .vocab import LabelVocab
+
+log = logging.getLogger(__name__)
 
 
 class AudioDataset(Dataset):
@@ -33,18 +37,22 @@ class AudioDataset(Dataset):
             vocab = LabelVocab.from_items(self.items)
         self.vocab = vocab
         self.epoch = 0
+        self.notes = conversion_notes(checked, sample_rate)
 
     @classmethod
     def from_source(cls, source, sample_rate: int = 16000, split: str | None = None,
                     vocab: LabelVocab | None = None, max_seconds: float | None = None, train: bool = False,
                     pad: bool = False, seed: int = 0, skip_bad: bool = False, progress: bool = True,
-                    keep=None) -> "AudioDataset":
+                    keep=None, min_seconds: float = 0.0) -> "AudioDataset":
         """Read, filter by ``split`` and validate a folder tree or manifest.
 
         ``train`` selects random crops (else centre crops) when clips exceed ``max_seconds``;
         ``vocab`` (e.g. the training set's) makes labels outside it errors; ``keep(item)`` selects
-        clips by any manifest field (``lambda it: it.field("language") == "en"``). Raises
+        clips by any manifest field (``lambda it: it.field("language") == "en"``); a clip shorter
+        than ``min_seconds`` (what the encoder's front end needs) is a bad input. Raises
         :class:`BadInputError` naming every bad file and manifest line unless ``skip_bad``.
+        Files at another sample rate are resampled and multi-channel files mixed down to mono,
+        never silently: ``ds.notes`` says how many (also logged).
         """
         items, problems = read_items(source)
         if split is not None:
@@ -57,11 +65,15 @@ class AudioDataset(Dataset):
                                  f"{', '.join(splits) or 'none (omit split)'}")
         if keep is not None:
             items = [it for it in items if keep(it)]
-        checked = validate(items, vocab, problems, skip_bad=skip_bad, progress=progress, source=str(source))
+        checked = validate(items, vocab, problems, skip_bad=skip_bad, progress=progress, source=str(source),
+                           min_seconds=min_seconds)
         if not checked.items:
             raise ValueError(f"{source}: no usable clips left ({checked.summary})")
         crop = CropPad(max_seconds, "random" if train else "center", pad)
-        return cls(checked, sample_rate, vocab, crop, seed, skip_bad, name=str(source))
+        ds = cls(checked, sample_rate, vocab, crop, seed, skip_bad, name=str(source))
+        for note in ds.notes:
+            log.info("%s: %s", source, note)
+        return ds
 
     def __len__(self) -> int:
         return len(self.items)
@@ -106,6 +118,17 @@ class AudioDataset(Dataset):
         sampler = BucketBatchSampler(self.lengths(), batch_size, shuffle=shuffle, seed=self.seed, drop_last=drop_last,
                                      num_replicas=num_replicas, rank=rank)
         return DataLoader(self, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers, **kwargs)
+
+
+def conversion_notes(checked: Checked, sample_rate: int) -> list[str]:
+    """What decoding changes in the files: resampling (per source rate) and mixing down."""
+    notes = []
+    for rate, n in sorted(Counter(r for r in checked.rates if r != sample_rate).items()):
+        notes.append(f"{n} file{'s' if n != 1 else ''} at {rate} Hz resampled to {sample_rate} Hz")
+    multi = sum(c > 1 for c in checked.channels)
+    if multi:
+        notes.append(f"{multi} multi-channel file{'s' if multi != 1 else ''} mixed down to mono")
+    return notes
 
 
 def load_dataset(source, **kwargs) -> AudioDataset:

@@ -20,6 +20,7 @@ FIXES = {
     "unknown_label": "use a label of the vocabulary or train with a vocabulary that has it",
     "empty_class": "add audio files for the class or remove it",
     "bad_entry": "fix the manifest line (fields: path and one of label | labels | text, optional split)",
+    "too_short": "remove the entry or use a longer recording",
 }
 
 

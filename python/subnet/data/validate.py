@@ -19,13 +19,14 @@ class Checked:
     frames: list[int]
     rates: list[int]
     summary: SkipSummary = field(default_factory=SkipSummary)
+    channels: list[int] = field(default_factory=list)
 
     def seconds(self, i: int) -> float:
         return self.frames[i] / self.rates[i]
 
 
-def check_file(item: Item) -> tuple[int, int]:
-    """(frames, sample rate) from the header of ``item.path``; AudioDecodeError if unusable."""
+def check_file(item: Item) -> tuple[int, int, int]:
+    """(frames, sample rate, channels) from the header of ``item.path``; AudioDecodeError if unusable."""
     import soundfile as sf
 
     path = item.path
@@ -45,12 +46,13 @@ def check_file(item: Item) -> tuple[int, int]:
         raise AudioDecodeError("empty", "the file holds no audio samples")
     if info.subtype in _FLOAT_SUBTYPES:
         decode(path)  # raises AudioDecodeError("nan") on NaN/inf
-    return int(info.frames), int(info.samplerate)
+    return int(info.frames), int(info.samplerate), int(info.channels)
 
 
 def validate(items: list[Item], vocab=None, problems=(), skip_bad: bool = False, progress: bool = True,
-             source: str = "") -> Checked:
-    """Check every item (file header, NaN in float files, label in ``vocab``).
+             source: str = "", min_seconds: float = 0.0) -> Checked:
+    """Check every item (file header, NaN in float files, label in ``vocab``, at least
+    ``min_seconds`` of audio: the shortest clip the encoder's front end can encode).
 
     ``problems`` are already-known ones (from reading the manifest). Without ``skip_bad`` any
     problem raises :class:`BadInputError` listing them all; with it, bad items are dropped and
@@ -59,7 +61,7 @@ def validate(items: list[Item], vocab=None, problems=(), skip_bad: bool = False,
     from tqdm.auto import tqdm
 
     found: list[Problem] = list(problems)
-    good, frames, rates = [], [], []
+    good, frames, rates, channels = [], [], [], []
     bar = tqdm(items, desc=f"checking {source or 'audio'}", unit="file", disable=not progress or len(items) < 200,
                leave=False)
     for it in bar:
@@ -70,13 +72,18 @@ def validate(items: list[Item], vocab=None, problems=(), skip_bad: bool = False,
                                         f"{', '.join(map(repr, unknown))} not in the vocabulary"))
                 continue
         try:
-            n, rate = check_file(it)
+            n, rate, ch = check_file(it)
         except AudioDecodeError as e:
             found.append(it.problem(e.reason, e.detail))
+            continue
+        if n < min_seconds * rate:
+            found.append(it.problem("too_short", f"{1e3 * n / rate:.1f} ms of audio; the encoder needs at least "
+                                                 f"{1e3 * min_seconds:.1f} ms per clip"))
             continue
         good.append(it)
         frames.append(n)
         rates.append(rate)
+        channels.append(ch)
     before = {t for it in items if it.kind == "label" for t in it.targets() if vocab is None or t in vocab}
     after = {t for it in good for t in it.targets()}
     for cls in sorted(before - after):
@@ -84,4 +91,4 @@ def validate(items: list[Item], vocab=None, problems=(), skip_bad: bool = False,
                              fix="fix its files or add good ones"))
     if found and not skip_bad:
         raise BadInputError(found, source)
-    return Checked(good, frames, rates, SkipSummary().update(found))
+    return Checked(good, frames, rates, SkipSummary().update(found), channels)

@@ -3,7 +3,9 @@
 An adapter knows one architecture: where its units are (`discover`), how to gate them
 (`install_gates`, returning undo callables), how to shrink a copy of the model to the
 kept units (`shrink`), a probe input for verification, and how to describe / rebuild the
-architecture for artifacts (`describe` / `build`).
+architecture for artifacts (`describe` / `build`). It also owns the input side: the front
+end that turns waveforms into what the encoder eats (`front_end`), the hidden states a task
+head reads (`hidden_states`), and how the encoder is fitted to a clip length (`fit_seconds`).
 """
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ import types
 import torch
 from torch import nn
 
+from ..gates import MaskedModel
 from ..units import UnitGroup
+from .front_ends import FrontEnd
 from .fused import fused_activation
 
 
@@ -67,6 +71,51 @@ class Family:
 
     def build(self, desc: dict) -> nn.Module:
         raise NotImplementedError
+
+    # --- the input side ------------------------------------------------------------------
+    def front_end(self, model: nn.Module) -> FrontEnd:
+        """The front end `model` expects: its own `subnet_front_end` (a FrontEnd, or a method
+        returning one; an entry point or a model class may set it), else the family's."""
+        own = getattr(model, "subnet_front_end", None)
+        if isinstance(own, FrontEnd):
+            return own
+        if callable(own):
+            return own()
+        return self.default_front_end(model)
+
+    def default_front_end(self, model: nn.Module) -> FrontEnd:
+        raise TypeError(f"the {self.name} family has no waveform front end for {type(model).__name__}; "
+                        "give the model a `subnet_front_end` (a subnet.families.front_ends.FrontEnd)")
+
+    def hidden_states(self, model: nn.Module, inputs: dict) -> tuple[torch.Tensor, ...]:
+        """The (B, frames, width) states a task head reads, first layer to last, for the front
+        end's `inputs`; `model` is the backbone or a MaskedModel around it (gates on)."""
+        return gated_call(model, self.states, inputs)
+
+    def states(self, backbone: nn.Module, inputs: dict) -> tuple[torch.Tensor, ...]:
+        """`hidden_states` on the bare backbone (transformers encoders: every layer's output)."""
+        return tuple(backbone(**inputs, output_hidden_states=True).hidden_states)
+
+    def fit_seconds(self, model: nn.Module, seconds: float | None) -> nn.Module:
+        """`model` ready for clips of up to `seconds`: families whose encoder takes a fixed
+        window return a copy cut to the clip length where that costs less (Whisper, AST)."""
+        return model
+
+    def export_inputs(self, inputs: dict) -> dict:
+        """The inputs an exported graph takes (default: all of them)."""
+        return inputs
+
+    def example_inputs(self, model: nn.Module, batch: int, seconds: float,
+                       generator: torch.Generator | None = None) -> dict:
+        """The front end's inputs for `batch` random clips of `seconds`."""
+        return self.front_end(model).example_inputs(batch, seconds, generator)
+
+
+def gated_call(model: nn.Module, fn, *args):
+    """`fn(backbone, *args)`; for a MaskedModel, on its backbone (or live copy) with the gates on."""
+    if isinstance(model, MaskedModel):
+        return model.call(fn, *args)
+    return fn(model, *args)
 
 
 def unit_params(model, slices, size) -> float:

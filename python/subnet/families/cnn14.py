@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .conv_stack import register_model
+from .front_ends import RawWave
 
 
 class LogMel(nn.Module):
@@ -30,8 +31,12 @@ class LogMel(nn.Module):
         self.register_buffer("mel", mel, persistent=False)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        spec = torch.stft(wave, self.n_fft, self.hop, window=self.window, center=True,
-                          pad_mode="reflect", return_complex=True).abs().square()
+        if torch.onnx.is_in_onnx_export():  # ONNX has no complex tensors: real and imaginary parts
+            spec = torch.stft(wave, self.n_fft, self.hop, window=self.window, center=True,
+                              pad_mode="reflect", return_complex=False).square().sum(-1)
+        else:
+            spec = torch.stft(wave, self.n_fft, self.hop, window=self.window, center=True,
+                              pad_mode="reflect", return_complex=True).abs().square()
         return 10.0 * torch.log10((spec.transpose(1, 2) @ self.mel).clamp_min(1e-10))
 
 
@@ -78,6 +83,11 @@ class Cnn14(nn.Module):
         self.dropout_block, self.dropout_embed = nn.Dropout(0.2), nn.Dropout(0.5)
         self.fc1 = nn.Linear(c_in, c_in)
         self.fc_audioset = nn.Linear(c_in, classes) if classes else None
+
+    def subnet_front_end(self) -> RawWave:
+        """The waveform at the model's rate (its log-mel is part of the model); the head reads
+        the 2048-wide embedding, CNN14's own max + mean pooling over time."""
+        return RawWave(sample_rate=self.config["sample_rate"], normalize=False, style="plain", key="wave")
 
     def forward(self, wave: torch.Tensor) -> dict:
         x = self.logmel(wave)[:, None]  # (batch, 1, frames, mels)

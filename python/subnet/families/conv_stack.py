@@ -15,10 +15,18 @@ first L in 64..4096 that runs.
 Saving needs the architecture: nn.Sequential of standard layers is described layer by
 layer; other classes must be registered (`register_model`) and carry a JSON-able
 `.config` of constructor keyword arguments (the project's Crepe and Cnn14 do).
+
+Input side: a model's own `subnet_front_end` (Crepe: framed 16 kHz audio; Cnn14: the 32 kHz
+waveform it turns into a log-mel itself), else one chosen from the first conv: a 1-channel
+Conv1d reads the raw waveform (B, 1, T), a C-channel Conv1d a C-bin log-mel (B, C, frames), a
+1-channel Conv2d a 64-bin log-mel image (B, 1, 64, frames). The head reads the model's output
+(`subnet_states(output)` when the class defines it): an "embedding" entry of a dict output or
+the tensor itself, (B, D) as one frame, (B, C, L) as L frames, (B, C, H, W) averaged over H.
 """
 from __future__ import annotations
 
 import importlib
+import inspect
 import weakref
 
 import torch
@@ -27,6 +35,7 @@ from torch import nn
 from ..units import UnitGroup
 from .base import Family, apply_slices, gate_input_channels, sync_metadata
 from .conv_graph import CONVS, Analysis, ConvAnalysisError
+from .front_ends import LogMel, RawWave
 
 # built-in model classes, imported on demand when an artifact is loaded
 BUILTIN_MODELS = {"Crepe": "subnet.backbones.crepe", "Cnn14": "subnet.families.cnn14"}
@@ -92,6 +101,22 @@ def probe_shape(model: nn.Module) -> tuple[int, ...]:
         model.train(was_training)
     raise ConvAnalysisError(f"cannot find an input shape for {type(model).__name__}; set "
                             "model.subnet_probe_shape = (channels, length) (no batch dim)")
+
+
+def output_frames(out) -> torch.Tensor:
+    """A conv stack's output as (B, frames, width): see the module docstring."""
+    if isinstance(out, dict):
+        out = out["embedding"] if "embedding" in out else next(v for v in out.values() if torch.is_tensor(v))
+    elif isinstance(out, (tuple, list)):
+        out = out[0]
+    if out.dim() == 2:
+        return out[:, None]
+    if out.dim() == 3:
+        return out.transpose(1, 2)
+    if out.dim() == 4:
+        return out.mean(2).transpose(1, 2)
+    raise ValueError(f"a conv stack's output of shape {tuple(out.shape)} cannot be read as frames; "
+                     "define subnet_states(output) on the model class")
 
 
 def _flat(out) -> torch.Tensor:
@@ -185,10 +210,29 @@ class ConvStackFamily(Family):
         return {"input": torch.randn(2, *self._probe_shape(model), generator=generator).to(_device(model))}
 
     def run_probe(self, model, inputs):
-        return model(inputs["input"])
+        return model(*inputs.values())  # one input tensor, whatever the front end calls it
 
     def main_output(self, output):
         return _flat(output)
+
+    # --- the input side ------------------------------------------------------------------
+    def default_front_end(self, model):
+        first = next(m for m in model.modules() if isinstance(m, CONVS))
+        key = next(iter(inspect.signature(model.forward).parameters), "input")
+        if isinstance(first, nn.Conv1d) and first.in_channels == 1:
+            return RawWave(normalize=False, style="plain", key=key, channel=True)
+        if isinstance(first, nn.Conv1d):
+            return LogMel(first.in_channels, layout="bft", key=key)
+        if isinstance(first, nn.Conv2d) and first.in_channels == 1:
+            return LogMel(64, layout="b1ft", key=key)
+        raise TypeError(f"{type(model).__name__}: its first conv takes {first.in_channels} channels of "
+                        f"{type(first).__name__} input, which no built-in front end makes; give the model a "
+                        "`subnet_front_end` (a subnet.families.front_ends.FrontEnd), e.g. from an entry point")
+
+    def states(self, backbone, inputs):
+        out = backbone(*inputs.values())
+        own = getattr(backbone, "subnet_states", None)
+        return tuple(own(out)) if own is not None else (output_frames(out),)
 
     # --- artifacts ----------------------------------------------------------------------
     def describe(self, model):

@@ -7,6 +7,10 @@ module (`dwconv`: both GLU halves of the first pointwise conv, the depthwise fil
 its BatchNorm, the last pointwise conv's column; the gate multiplies that conv's
 input). A conv module with `use_group_norm` normalises over all its channels at once,
 so its channels are not independent units: asking for `dwconv` there is refused.
+
+Front end: torchaudio ships the architecture without a front end or weights; subnet feeds it
+a log-mel spectrogram with `input_dim` bins (25 ms window, 10 ms hop), one frame per 10 ms,
+and the head reads every layer's output.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from ..units import Slice, UnitGroup
 from .ast import ffn_slices
 from .base import (unit_params, Family, apply_slices, gate_input_channels, gate_input_last_dim, override_forward, replace_module,
                    sync_metadata)
+from .front_ends import LogMel
 from .torch_transformer import PrunedMultiheadAttention, _attention_call
 from .w2v_conformer import EmptyConvModule
 
@@ -104,6 +109,20 @@ class TorchaudioConformerFamily(Family):
 
     def run_probe(self, model, inputs):
         return model(inputs["input"], inputs["lengths"])
+
+    def default_front_end(self, model):
+        return LogMel(model.conformer_layers[0].self_attn.embed_dim, lengths_key="lengths")
+
+    def states(self, backbone, inputs):
+        """Every conformer layer's output (Conformer.forward returns only the last)."""
+        lengths = inputs["lengths"]
+        x = inputs["input"]
+        padding = torch.arange(x.shape[1], device=x.device)[None, :] >= lengths[:, None]
+        x, out = x.transpose(0, 1), []
+        for layer in backbone.conformer_layers:
+            x = layer(x, padding)
+            out.append(x.transpose(0, 1))
+        return tuple(out)
 
     def main_output(self, output):
         return output[0]

@@ -8,6 +8,10 @@ zero-padded ones), the heads of every self-attention (`head`) and the FFN neuron
 (`ffn`). WavLM's attention keeps the whole relative-position table of layer 0 (every
 layer reads all of its heads) and gates the position bias of each kept head with the
 head's slice of the layer input, as torchaudio does.
+
+Front end: raw samples, not normalised (torchaudio's base bundles feed the waveform as is),
+with the clips' lengths (none for WavLM, whose attention takes no mask); the head reads every
+transformer layer's output (`extract_features`).
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from ..units import Slice, UnitGroup
 from .ast import ffn_slices, head_slices
 from .base import (reduce_to_bias, unit_params, Family, ZeroPaddedLayerNorm, apply_slices, gate_input_last_dim,
                    gate_output, override_forward, sync_metadata)
+from .front_ends import RawWave
 
 
 def _is_wavlm(model) -> bool:
@@ -56,6 +61,18 @@ class TorchaudioWav2Vec2Family(Family):
 
     def front_end_modules(self, model):
         return ["feature_extractor"]
+
+    def default_front_end(self, model):
+        conv = [(b.conv.kernel_size[0], b.conv.stride[0]) for b in model.feature_extractor.conv_layers]
+        return RawWave(normalize=False, style="torchaudio", conv=conv, lengths=not _is_wavlm(model))
+
+    def states(self, backbone, inputs):
+        return tuple(backbone.extract_features(inputs["waveforms"], inputs["lengths"])[0])
+
+    def export_inputs(self, inputs):
+        """Without lengths: torchaudio builds its padding mask with data-dependent shapes that
+        ONNX tracing bakes in wrongly; the exported encoder takes clips of equal length."""
+        return {**inputs, "lengths": None}
 
     def discover(self, model, kinds):
         convs = model.feature_extractor.conv_layers

@@ -6,6 +6,10 @@ call and cannot hold fewer heads than embed_dim / head_dim, so both the masked a
 compact layers run `multi_head_attention` below; its compact form is
 `PrunedMultiheadAttention` (a MultiheadAttention subclass, so the layer class stays).
 PyTorch's fused fast path would bypass the gates: it is disabled while gates are on.
+
+Front end: these models take (frames, d_model) features; subnet feeds them a log-mel
+spectrogram with d_model bins (25 ms window, 10 ms hop) and a padding mask. A model built
+for other features gets its own front end through an entry point (see load_backbone).
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from torch.nn import functional as F
 from ..units import Slice, UnitGroup
 from .attention import gated_sdpa
 from .base import Family, apply_slices, gate_input_last_dim, override_forward, sync_metadata
+from .front_ends import LogMel
 
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
 
@@ -161,6 +166,23 @@ class TorchTransformerFamily(Family):
         if isinstance(model, nn.TransformerEncoder):
             model.use_nested_tensor = False
         return model
+
+    def default_front_end(self, model):
+        layer = _layers(model)[0][1]
+        return LogMel(layer.self_attn.embed_dim, layout="btf" if layer.self_attn.batch_first else "tbf", key="src",
+                      padding_key="src_key_padding_mask")
+
+    def states(self, backbone, inputs):
+        """Every layer's output, batch first (the final norm, if any, on the last)."""
+        x, padding = inputs["src"], inputs["src_key_padding_mask"]
+        out = []
+        for _, layer in _layers(backbone):
+            x = layer(x, src_key_padding_mask=padding)
+            out.append(x)
+        norm = getattr(backbone, "norm", None)
+        if norm is not None:
+            out[-1] = norm(out[-1])
+        return tuple(o if _batch_first(backbone) else o.transpose(0, 1) for o in out)
 
     def probe_inputs(self, model, generator):
         d = _layers(model)[0][1].self_attn.embed_dim

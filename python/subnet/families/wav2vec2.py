@@ -21,6 +21,7 @@ from ..units import Slice, UnitGroup
 from .attention import gate_heads
 from .base import (reduce_to_bias, unit_params, Family, apply_slices, gate_activation, gate_output,
                    override_forward, sync_metadata, zero_padded_from)
+from .front_ends import RawWave
 
 CLASSES = ("Wav2Vec2Model", "HubertModel", "WavLMModel", "Data2VecAudioModel")
 
@@ -37,6 +38,12 @@ class Wav2Vec2Family(Family):
 
     def front_end_modules(self, model):
         return ["feature_extractor"]
+
+    def default_front_end(self, model):
+        """Each clip normalised to zero mean and unit variance (the feature extractor's
+        `do_normalize`), an attention mask over real samples; one frame per conv stride."""
+        cfg = model.config
+        return RawWave(conv=list(zip(cfg.conv_kernel, cfg.conv_stride)))
 
     # --- discovery ----------------------------------------------------------------------
     def discover(self, model, kinds):

@@ -3,9 +3,13 @@
 Units: conv1's output channels (`conv`; the gate multiplies gelu(conv1(x)), i.e. conv2's
 input channels), the heads of every self-attention (`head`), the FFN neurons (`ffn`).
 WhisperAttention reshapes keys and values with its `num_heads` attribute, so shrinking
-heads updates it.
+heads updates it. Front end: Whisper's log-mel in torch; for short clips the encoder is cut
+to the clip length (`fit_seconds`) instead of padding every clip to 30 s.
 """
 from __future__ import annotations
+
+import copy
+import math
 
 import torch
 import transformers
@@ -14,8 +18,52 @@ from ..units import Slice, UnitGroup
 from .attention import gate_heads
 from .base import (reduce_to_bias, unit_params, Family, apply_slices, gate_activation, gate_input_channels,
                    sync_metadata)
+from .front_ends import FrontEnd
 
 CLASSES = ("WhisperEncoder", "WhisperModel", "WhisperForConditionalGeneration")
+FRAME_RATE = 50  # encoder frames per second (10 ms mel hop, halved by conv2's stride)
+
+
+class WhisperLogMel(FrontEnd):
+    """Whisper's log-mel spectrogram (25 ms Hann window, 10 ms hop), in torch.
+
+    Clips are zero-padded to the encoder's input length (2 * max_source_positions frames),
+    exactly as transformers' WhisperFeatureExtractor does for 30 s."""
+
+    n_fft, hop = 400, 160
+    fixed_length = True
+
+    def __init__(self, n_mels: int, n_samples: int):
+        from transformers import WhisperFeatureExtractor
+        self.n_mels, self.n_samples = n_mels, n_samples
+        self.max_samples = n_samples
+        fe = WhisperFeatureExtractor(feature_size=n_mels)
+        self.filters = torch.from_numpy(fe.mel_filters).float()  # (n_fft/2+1, n_mels)
+        self.window = torch.hann_window(self.n_fft)
+
+    @classmethod
+    def for_encoder(cls, encoder) -> "WhisperLogMel":
+        cfg = encoder.config
+        return cls(cfg.num_mel_bins, cfg.max_source_positions * 2 * cls.hop)
+
+    def inputs(self, waves, lengths):
+        x = torch.zeros(waves.shape[0], self.n_samples, dtype=torch.float32, device=waves.device)
+        n = min(self.n_samples, waves.shape[1])
+        x[:, :n] = waves[:, :n].float()
+        with torch.autocast(waves.device.type, enabled=False):  # the spectrum in fp32 whatever the model runs in
+            spec = torch.stft(x, self.n_fft, self.hop, window=self.window.to(x.device), return_complex=True)
+            power = spec[..., :-1].abs() ** 2
+            mel = (self.filters.T.to(x.device) @ power).clamp(min=1e-10).log10()
+        peak = mel.amax(dim=(1, 2), keepdim=True)
+        mel = (torch.maximum(mel, peak - 8.0) + 4.0) / 4.0
+        return {"input_features": mel}
+
+    def frames(self, lengths, n_frames):
+        valid = torch.ceil(lengths.float() / (2 * self.hop)).long().clamp(min=1)
+        return torch.arange(n_frames, device=lengths.device)[None, :] < valid[:, None]
+
+    def settings(self):
+        return {"n_mels": self.n_mels, "n_samples": self.n_samples}
 
 
 class WhisperFamily(Family):
@@ -34,6 +82,32 @@ class WhisperFamily(Family):
     def front_end_modules(self, model):
         _, pre = self.encoder(model)
         return [f"{pre}conv1", f"{pre}conv2"]
+
+    # --- the input side ------------------------------------------------------------------
+    def default_front_end(self, model):
+        return WhisperLogMel.for_encoder(self.encoder(model)[0])
+
+    def states(self, backbone, inputs):
+        return tuple(self.encoder(backbone)[0](**inputs, output_hidden_states=True).hidden_states)
+
+    def fit_seconds(self, model, seconds):
+        """transformers' WhisperEncoder insists on its whole window (30 s); for shorter clips,
+        a copy whose positional table is sliced to `seconds` (rounded up to 0.1 s) costs a
+        fraction of padding every clip to the window (frozen tiny.en features of 1 s clips still
+        separate spoken words). A whole Whisper model (the decoder reads the encoder) is kept."""
+        if not seconds or type(model).__name__ != "WhisperEncoder":
+            return model
+        from ..backbones.whisper import shorten_encoder
+        window = model.config.max_source_positions / FRAME_RATE
+        seconds = min(window, max(0.1, math.ceil(round(seconds * 10, 6)) / 10))
+        if seconds >= window:
+            return model
+        info = getattr(model, "subnet_info", None)
+        model = shorten_encoder(copy.deepcopy(model), seconds)
+        model.__dict__.pop("subnet_front_end", None)  # an artifact's front end was for the longer window
+        if info is not None:
+            model.subnet_info = info
+        return model
 
     def discover(self, model, kinds):
         root = model
