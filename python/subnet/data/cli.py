@@ -1,4 +1,4 @@
-"""``subnet data ...``: build a dataset recipe, list recipes, check a dataset.
+"""``subnet data ...``: build a dataset recipe, list recipes, check a dataset, degrade one.
 
 Hook into the main parser with ``add_data_parser(subparsers)`` (each subcommand sets
 ``func``, called with the parsed args, returning an exit code), or run ``data_main(argv)``.
@@ -85,8 +85,25 @@ def _check(args) -> int:
     return 0
 
 
+def _degrade(args) -> int:
+    from .degrade import degrade, degrade_config
+
+    try:
+        config = degrade_config(args.noise_snr, args.noise_colour, args.noise_dir, args.reverb_rt60,
+                                args.reverb_drr, args.band)
+        manifest = degrade(args.src, args.out, config, seed=args.seed, split=args.split, overwrite=args.force,
+                           progress=not args.quiet)
+    except (ValueError, FileExistsError, FileNotFoundError) as e:
+        print(f"subnet data degrade: {e}", file=sys.stderr)
+        return 2
+    info = json.loads((manifest.parent / "recipe.json").read_text())
+    print(f"degraded {info['clips']} clips of {info['source']} -> {manifest}")
+    return 0
+
+
 def add_data_parser(subparsers) -> argparse.ArgumentParser:
-    """Add ``data`` (with ``build``, ``list``, ``check``) to an argparse subparsers object."""
+    """Add ``data`` (with ``build``, ``list``, ``check``, ``degrade``) to an argparse subparsers
+    object."""
     from .recipes import RECIPES, SIZES
 
     fmt = argparse.RawDescriptionHelpFormatter
@@ -94,7 +111,7 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
                                  description="Datasets for extraction: build reproducible ones from installed "
                                              "Debian audio packages, or check your own.",
                                  epilog=_recipes_epilog(), formatter_class=fmt)
-    sub = data.add_subparsers(dest="data_command", required=True, metavar="{build,list,check}")
+    sub = data.add_subparsers(dest="data_command", required=True, metavar="{build,list,check,degrade}")
 
     p = sub.add_parser("build", help="build a dataset recipe into a folder",
                        description="Build a dataset recipe: WAV files, manifest.jsonl (path, label | labels | "
@@ -125,6 +142,31 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT", help="also write the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_check)
+
+    p = sub.add_parser("degrade", help="write a noisy / reverberant / band-limited copy of a dataset",
+                       description="A shifted test set: every clip of SRC degraded by each effect asked (noise "
+                                   "at an SNR, reverb from a synthetic room impulse response, telephone band or "
+                                   "low-pass), written as WAV at its own sample rate with the same labels, "
+                                   "splits and manifest fields; recipe.json records the settings. The same "
+                                   "seed gives the same files. A value LO:HI draws each clip's setting "
+                                   "uniformly from that range.",
+                       epilog="example:\n  subnet data degrade kws/manifest.jsonl@test --out kws-phone "
+                              "--band telephone --noise-snr 10 --seed 0", formatter_class=fmt)
+    p.add_argument("src", help="folder-per-class tree or .jsonl / .csv manifest (PATH@SPLIT: one split)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (new or empty; --force rebuilds)")
+    p.add_argument("--split", help="only this split")
+    p.add_argument("--noise-snr", metavar="DB", help="add noise at this SNR in dB (or LO:HI)")
+    p.add_argument("--noise-colour", choices=("white", "pink", "brown", "file"), default="white",
+                   help="noise colour (default white); file: excerpts of the clips in --noise-dir")
+    p.add_argument("--noise-dir", metavar="DIR", help="folder of noise clips (with --noise-colour file)")
+    p.add_argument("--reverb-rt60", metavar="S", help="reverberate with this RT60 in seconds (or LO:HI)")
+    p.add_argument("--reverb-drr", metavar="DB", default="0:10",
+                   help="direct-to-reverberant ratio in dB (default 0:10)")
+    p.add_argument("--band", metavar="telephone|lowpass:HZ", help="telephone band (300-3400 Hz) or a low-pass")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--force", action="store_true", help="replace an earlier build in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_degrade)
     return data
 
 
