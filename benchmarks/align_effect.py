@@ -23,11 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "python"), str(ROOT)]
 
 from subnet import load_backbone  # noqa: E402
-from subnet.baselines import reference_config  # noqa: E402
-from subnet.bench import interleaved_latency  # noqa: E402
-from subnet.compact import aligned_keep, compact  # noqa: E402
-from subnet.extraction import eval_batches, prepare_backbone, setup_run  # noqa: E402
-from subnet.pipeline import Pipeline  # noqa: E402
+from subnet.training.baselines import reference_config  # noqa: E402
+from subnet.measure.timing import interleaved_latency  # noqa: E402
+from subnet.core.compact import aligned_keep, compact  # noqa: E402
+from subnet.training.extract import eval_batches, prepare_backbone, setup_run  # noqa: E402
+from subnet.training.pipeline import Pipeline  # noqa: E402
 
 
 def main(argv=None) -> int:

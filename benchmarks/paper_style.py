@@ -19,7 +19,7 @@ sys.path[:0] = [str(ROOT / "python"), str(ROOT)]  # runs from a checkout without
 
 from subnet.families.base import gate_input_channels, gate_input_last_dim  # noqa: E402
 from subnet.families.whisper import WhisperFamily  # noqa: E402
-from subnet.gates import MaskedModel  # noqa: E402
+from subnet.core.gates import MaskedModel  # noqa: E402
 
 
 class PaperStyleWhisper(WhisperFamily):

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "python"), str(ROOT), str(ROOT / "benchmarks")]  # runs from a checkout
 
 import subnet  # noqa: E402
-from subnet.bench import count_flops  # noqa: E402
+from subnet.measure.timing import count_flops  # noqa: E402
 from subnet.families.base import apply_slices  # noqa: E402
 
 
@@ -216,7 +216,7 @@ def front_end_cache_step(name: str, model, batch: int, seconds: float, repeats: 
     front end recomputed vs served from a warm FrontEndCache, interleaved; waveforms in, so
     both pay the same feature computation (log-mel for Whisper)."""
     from contextlib import nullcontext
-    from subnet.front_end_cache import FrontEndCache
+    from subnet.training.front_end_cache import FrontEndCache
     fe = subnet.family_of(model).front_end(model)
     n = int(fe.sample_rate * seconds)
     waves = torch.randn(batch, n, generator=torch.Generator().manual_seed(0))

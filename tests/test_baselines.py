@@ -9,10 +9,10 @@ import torch
 from safetensors.torch import load_file
 
 import subnet
-from subnet.baselines import (add_baseline_parser, gate_importance, random_init, random_keep, reference_info,
+from subnet.training.baselines import (add_baseline_parser, gate_importance, random_init, random_keep, reference_info,
                               top_keep)
-from subnet.extraction import extract
-from subnet.train import ExtractConfig
+from subnet.training.extract import extract
+from subnet.training.loop import ExtractConfig
 from test_extract import tiny_whisper, tones  # noqa: F401  (module-scoped fixtures)
 
 STEPS = 12
@@ -124,8 +124,8 @@ def test_helpers(tiny_whisper, reference):  # noqa: F811
 
 
 def test_gate_importance_is_the_gate_gradient(tiny_whisper):  # noqa: F811
-    from subnet.extraction import prepare_backbone
-    from subnet.train import Batch, Extractor
+    from subnet.training.extract import prepare_backbone
+    from subnet.training.loop import Batch, Extractor
 
     enc = prepare_backbone(subnet.load_backbone(str(tiny_whisper)), 1.0)
     ex = Extractor(enc, 3, ExtractConfig(train_gates=False, head_dropout=0.0), "unused")
@@ -134,7 +134,7 @@ def test_gate_importance_is_the_gate_gradient(tiny_whisper):  # noqa: F811
     assert set(scores) == set(ex.masked.groups) and all(s.min() >= 0 for s in scores.values())
     assert not any(p.requires_grad for p in ex.masked.logits)  # left as it found them
     # compare one group against a finite difference of the loss in its gate
-    from subnet.train import task_loss
+    from subnet.training.loop import task_loss
     name = next(n for n, g in ex.masked.groups.items() if g.kind == "head")
     with torch.no_grad():
         def loss(gate_on):
@@ -182,7 +182,7 @@ def test_fixed_unit_baselines_run_the_encoder_at_the_kept_size(method, tiny_whis
                                                               monkeypatch):
     """Once their units are chosen, random, refit and importance freeze the others: the head
     trains on a copy of the encoder shrunk to the kept units (the compact model's size)."""
-    from subnet.gates import MaskedModel
+    from subnet.core.gates import MaskedModel
     built = []
     real = MaskedModel._shrunk_copy
 

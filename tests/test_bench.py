@@ -1,4 +1,4 @@
-"""`subnet bench` (subnet.benchcli): JSON fields, interleaving, the speedup verdict, inputs.
+"""`subnet bench` (subnet.measure.bench): JSON fields, interleaving, the speedup verdict, inputs.
 
 No absolute times are asserted: the timings of tiny models on a shared machine are noise."""
 import json
@@ -8,7 +8,7 @@ import torch
 
 import subnet
 from builders import build
-from subnet import benchcli
+from subnet.measure import bench as benchcli
 
 
 def _artifact(kind, path):

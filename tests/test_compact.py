@@ -207,7 +207,7 @@ def test_bad_keep_masks_are_refused():
 
 
 def test_aligned_keep_rounds_conv_and_ffn_groups_by_logit():
-    from subnet.compact import aligned_keep
+    from subnet.core.compact import aligned_keep
     model = build("whisper")
     mm = subnet.attach_masks(model)
     g = torch.Generator().manual_seed(3)

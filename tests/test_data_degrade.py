@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from subnet.data import load_dataset
-from subnet.data.cli import data_main
+from subnet.cli.data import data_main
 from subnet.data.degrade import degrade, degrade_config
 
 CLIPS = [  # (path, label, split, rate, seconds)

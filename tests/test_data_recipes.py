@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from subnet.data import load_dataset
-from subnet.data.cli import data_main
+from subnet.cli.data import data_main
 from subnet.data.recipes import RECIPES, ToolMissing, build_recipe
 from subnet.data.recipes import digits_real, gm
 from subnet.data.recipes.midi import Note, _vlq, midi_bytes

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from subnet.distill import distill_loss
+from subnet.training.distill import distill_loss
 
 
 def states(seed, n_layers=3, b=2, f=4, d=3, requires_grad=False):

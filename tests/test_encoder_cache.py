@@ -7,10 +7,10 @@ import json
 import torch
 
 from subnet import load_backbone
-from subnet.encoder_cache import EncoderCache
-from subnet.baselines import importance, probe, random_keep, reference_info
-from subnet.extraction import prepare_backbone, setup_run
-from subnet.train import ExtractConfig, run_loop
+from subnet.training.encoder_cache import EncoderCache
+from subnet.training.baselines import importance, probe, random_keep, reference_info
+from subnet.training.extract import prepare_backbone, setup_run
+from subnet.training.loop import ExtractConfig, run_loop
 from test_baselines import reference  # noqa: F401  (module-scoped fixture)
 from test_extract import tiny_whisper, tones  # noqa: F401
 

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 import subnet
 from builders import build
 from subnet import export as ex
-from subnet.heads import make_head
+from subnet.training.heads import make_head
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -100,7 +100,7 @@ def test_unknown_format(artifacts):
 def test_both_commands_hook_into_one_parser(capsys):
     import argparse
 
-    from subnet.benchcli import add_bench_parser
+    from subnet.measure.bench import add_bench_parser
     parser = argparse.ArgumentParser(prog="subnet")
     sub = parser.add_subparsers(dest="command", required=True)
     add_bench_parser(sub), ex.add_export_parser(sub)

@@ -17,9 +17,9 @@ import torch
 import transformers
 
 import subnet
-from subnet.extraction import extract
-from subnet.pipeline import load_pipeline
-from subnet.train import ExtractConfig
+from subnet.training.extract import extract
+from subnet.training.pipeline import load_pipeline
+from subnet.training.loop import ExtractConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")])}
@@ -165,14 +165,14 @@ def test_bad_input_is_reported_before_training(tones, tiny_whisper, tmp_path):
 
 
 def test_public_api_names_survive_internal_imports():
-    import subnet.extraction  # noqa: F401  (what the CLI and sweep import)
-    import subnet.pipeline  # noqa: F401
+    import subnet.training.extract  # noqa: F401  (what the CLI and sweep import)
+    import subnet.training.pipeline  # noqa: F401
     assert callable(subnet.extract) and callable(subnet.load_pipeline)
 
 
 def test_freeze_dead_stops_computing_dead_units(tones, tiny_whisper, tmp_path):
-    from subnet.extraction import prepare_backbone, setup_run
-    from subnet.train import run_loop
+    from subnet.training.extract import prepare_backbone, setup_run
+    from subnet.training.loop import run_loop
     runs = {}
     for k in (0, 4, 1000):  # 1000 > steps: never freezes, so the same run as without
         cfg = ExtractConfig(steps=40, batch_size=6, eval_every=20, loss="budget", t=0.3, lam=4.0, warmup=0.0,
@@ -197,8 +197,8 @@ def test_settle_fixes_the_gates_and_trains_only_the_head(tones, tiny_whisper, tm
     """--settle F: over the last F of the steps every gate stays where it was (the units off
     then are frozen, so no longer computed), the logits get no gradient (no backward pass
     through the encoder), and the head goes on training."""
-    from subnet.extraction import prepare_backbone, setup_run
-    from subnet.train import run_loop
+    from subnet.training.extract import prepare_backbone, setup_run
+    from subnet.training.loop import run_loop
     cfg = ExtractConfig(steps=24, batch_size=6, eval_every=8, loss="budget", t=0.3, lam=4.0, warmup=0.0, settle=0.25)
     bb = prepare_backbone(subnet.load_backbone(str(tiny_whisper)), 1.0)
     run = setup_run(bb, tones / "train", tones / "valid", None, cfg, tmp_path, 1.0, progress=False)
@@ -228,8 +228,8 @@ def test_settle_fixes_the_gates_and_trains_only_the_head(tones, tiny_whisper, tm
 
 
 def test_layers_above_the_heads_layer_are_dropped(tones, tiny_whisper, tmp_path):
-    from subnet.extraction import drop_unread_layers, prepare_backbone
-    from subnet.pipeline import load_pipeline
+    from subnet.training.extract import drop_unread_layers, prepare_backbone
+    from subnet.training.pipeline import load_pipeline
     full = prepare_backbone(subnet.load_backbone(str(tiny_whisper)), 1.0)
     cut, layer = drop_unread_layers(full, -2)  # 2 layers -> 3 states; -2 is the first layer's output
     assert layer == 1 and len(cut.layers) == 1 and len(full.layers) == 2
@@ -269,7 +269,7 @@ def test_bf16_autocast_and_device_options(tones, tiny_whisper, tmp_path):
 def test_extract_on_device(tones, tiny_whisper, tmp_path):
     """Training on the accelerator in bf16 (on a CPU-only machine: the CPU); the artifact is
     written from CPU tensors and reloads on the CPU with the same predictions."""
-    from subnet.pipeline import load_pipeline
+    from subnet.training.pipeline import load_pipeline
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = ExtractConfig(steps=6, batch_size=6, eval_every=3, t=0.5, device=device, dtype="bf16")
     m = extract(str(tiny_whisper), tones / "train", tones / "valid", tones / "test", cfg, tmp_path,
@@ -303,7 +303,7 @@ def test_compiled_encoder_trains_like_eager(tones, tiny_whisper, tmp_path):
 
 
 def test_unknown_compile_mode_is_refused(tiny_whisper, tmp_path):
-    from subnet.train import Extractor
+    from subnet.training.loop import Extractor
     with pytest.raises(ValueError, match="compile must be"):
         Extractor(subnet.load_backbone(str(tiny_whisper)), 3, ExtractConfig(compile="fast"), tmp_path)
     for settle in (1.0, -0.1):  # all steps settled would train no gate at all
@@ -312,7 +312,7 @@ def test_unknown_compile_mode_is_refused(tiny_whisper, tmp_path):
 
 
 def test_prefetched_batches_are_the_same_batches():
-    from subnet.train import Prefetched
+    from subnet.training.loop import Prefetched
     import threading
     calls = []
 
@@ -344,8 +344,8 @@ def test_whole_run_variants_differ_only_as_named():
 def test_runs_in_lockstep_end_as_runs_alone(tones, tiny_whisper, tmp_path):
     """benchmarks/whole_run.py advances several runs one `loop_step` each in turn on a shared
     batch: each ends exactly as it would alone (`run_loop`), so the timed runs are real ones."""
-    from subnet.extraction import prepare_backbone, setup_run
-    from subnet.train import run_loop
+    from subnet.training.extract import prepare_backbone, setup_run
+    from subnet.training.loop import run_loop
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from whole_run import lockstep, setups
     base = ExtractConfig(steps=12, batch_size=6, eval_every=5, loss="budget", t=0.3, lam=4.0, warmup=0.0)

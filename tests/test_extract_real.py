@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from subnet.extraction import extract
-from subnet.train import ExtractConfig
+from subnet.training.extract import extract
+from subnet.training.loop import ExtractConfig
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 

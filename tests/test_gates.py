@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import subnet
-from subnet.gates import straight_through
+from subnet.core.gates import straight_through
 from builders import build
 from test_compact import inputs_for, masked_output, random_keep
 
@@ -152,7 +152,7 @@ def test_shrunk_copy_is_rebuilt_only_once_enough_units_freeze():
     same copy runs (they are computed and gated to 0); past that, or when a unit unfreezes, it
     is rebuilt. Either way the output and the gate gradients are the masked model's (float64)."""
     import copy
-    from subnet.gates import REBUILD_STALE
+    from subnet.core.gates import REBUILD_STALE
     model = build("whisper").double()
     pristine = copy.deepcopy(model)
     ref_mm = subnet.attach_masks(copy.deepcopy(pristine)).double()  # every unit computed, gated

@@ -6,8 +6,8 @@ import json
 import torch
 
 import subnet
-from subnet.latency_costs import load_or_measure, measure
-from subnet.losses import SparsityLoss
+from subnet.training.latency_costs import load_or_measure, measure
+from subnet.core.losses import SparsityLoss
 from builders import build
 from test_compact import inputs_for
 
@@ -37,8 +37,8 @@ def test_measured_costs_are_per_unit_seconds_and_feed_the_budget(tmp_path):
 
 
 def test_extract_with_latency_cost_keeps_its_table(tmp_path):
-    from subnet.extraction import extract
-    from subnet.train import ExtractConfig
+    from subnet.training.extract import extract
+    from subnet.training.loop import ExtractConfig
     from test_extract import make_tones
     import transformers
     from transformers.models.whisper.modeling_whisper import WhisperEncoder

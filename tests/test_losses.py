@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import subnet
-from subnet.losses import sparsity_loss
+from subnet.core.losses import sparsity_loss
 from builders import build
 
 

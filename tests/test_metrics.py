@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from subnet import metrics
+from subnet.training import metrics
 
 
 def test_accuracy():

@@ -11,10 +11,10 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from subnet.baselines import probe, random_units, scratch
+from subnet.training.baselines import probe, random_units, scratch
 from subnet.report import add_report_parser, kept_matrices, kept_overlap, layer_label, load_runs, write_report
-from subnet.sweep import sweep
-from subnet.train import ExtractConfig
+from subnet.training.sweep import sweep
+from subnet.training.loop import ExtractConfig
 from test_extract import tiny_whisper, tones  # noqa: F401  (module-scoped fixtures)
 
 PNG = b"\x89PNG\r\n\x1a\n"

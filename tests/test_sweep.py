@@ -8,8 +8,8 @@ import matplotlib.image
 import pytest
 
 from subnet.report import pareto_front
-from subnet.sweep import add_sweep_parser, config_from_args
-from subnet.train import ExtractConfig
+from subnet.training.sweep import add_sweep_parser, config_from_args
+from subnet.training.loop import ExtractConfig
 from test_extract import tiny_whisper, tones  # noqa: F401  (module-scoped fixtures)
 
 PNG = b"\x89PNG\r\n\x1a\n"

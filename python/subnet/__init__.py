@@ -11,25 +11,25 @@ from __future__ import annotations
 
 from torch import nn
 
-from .artifact import ArtifactError, load, load_masks, save, save_masks
+from .core.artifact import ArtifactError, load, load_masks, save, save_masks
 from .backbones import load_backbone
-from .compact import CompactionError, compact
+from .core.compact import CompactionError, compact
 from .families import family_of
-from .gates import MaskedModel
-from .losses import SparsityLoss, sparsity_loss
-from .units import KINDS, UnitGroup, count_kept_params
+from .core.gates import MaskedModel
+from .core.losses import SparsityLoss, sparsity_loss
+from .core.units import KINDS, UnitGroup, count_kept_params
 
 
 def extract(*args, **kwargs):
-    """The whole loop: see `subnet.extraction.extract` (imported lazily: it pulls in the data layer)."""
-    from .extraction import extract as run
+    """The whole loop: see `subnet.training.extract.extract` (imported lazily: it pulls in the data layer)."""
+    from .training.extract import extract as run
     return run(*args, **kwargs)
 
 
 def load_pipeline(path):
     """Front end + compact encoder + task head of an extraction artifact, as one callable on
     waveforms: `logits, frames = subnet.load_pipeline(DIR)(waves, lengths)`."""
-    from .pipeline import load_pipeline as load_it
+    from .training.pipeline import load_pipeline as load_it
     return load_it(path)
 
 __version__ = "0.1.0"

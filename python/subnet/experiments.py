@@ -81,7 +81,7 @@ class Protocol:
     data_size: str = "small"
 
     def config(self, exp: Experiment, seed: int, t: float = 0.5):
-        from .train import ExtractConfig
+        from .training.loop import ExtractConfig
         return ExtractConfig(task=exp.task, loss="budget", t=t, lam=self.lam, steps=self.steps,
                              batch_size=self.batch_size, lr_gates=self.lr_gates, lr_head=self.lr_head,
                              warmup=self.warmup, eval_every=self.eval_every, checkpoint_every=self.eval_every,
@@ -155,8 +155,8 @@ def _worker_init() -> None:
 
 def run_job(job: Job, root: str, data_root: str, protocol: Protocol, experiments) -> dict:
     """Train one run (unless its metrics.json exists) and evaluate its extra test set."""
-    from . import baselines
-    from .sweep import extract_setting
+    from .training import baselines
+    from .training.sweep import extract_setting
     root, data_root = Path(root), Path(data_root)
     exp = next(e for e in experiments if e.name == job.exp)
     out = job.out(root)
@@ -188,7 +188,7 @@ def run_job(job: Job, root: str, data_root: str, protocol: Protocol, experiments
             factor = 4.0 if job.method == "scratch-4x" else 1.0
             m = baselines.scratch(ref, *data, ref_cfg, out=out, steps_factor=factor, **common)
     if exp.extra_test:
-        from .extraction import evaluate_artifact
+        from .training.extract import evaluate_artifact
         r = evaluate_artifact(out, extra_manifest(exp, data_root), exp.max_seconds)
         m["extra"] = {exp.extra_test[0]: {"metric": r["metric"], "value": r["value"], "clips": r["clips"]}}
     m["experiment"] = exp.name
@@ -284,8 +284,8 @@ def measure_latencies(experiments, root: Path, threads: int | None = None) -> No
     import torch
 
     from . import load, load_backbone
-    from .bench import interleaved_latency
-    from .extraction import prepare_backbone
+    from .measure.timing import interleaved_latency
+    from .training.extract import prepare_backbone
     from .families import family_of
     if threads:
         torch.set_num_threads(threads)

@@ -37,7 +37,7 @@ class Positional(nn.Module):
 def encoder_graph(model: nn.Module, seconds: float | None, batch: int, seed: int):
     """(module, example inputs dict, family) for a compact encoder on `batch` random clips of
     `seconds` (unset: a fixed-window encoder's whole window, else 1 s)."""
-    from .benchcli import make_inputs
+    from .measure.bench import make_inputs
     from .families import family_of
     family = family_of(model)
     if family.name == "whisper":
@@ -185,7 +185,7 @@ def export(src, fmt: str = "onnx", out=None, pipeline: bool = False, seconds: fl
            opset: int = 17, rtol: float = 1e-4) -> dict:
     """Export the artifact at `src`; check it against PyTorch; return what was written."""
     from . import load
-    from .pipeline import load_pipeline
+    from .training.pipeline import load_pipeline
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose from {sorted(FORMATS)}")
     src = Path(src)
@@ -237,7 +237,7 @@ def _export(args) -> int:
 
 def add_export_parser(subparsers) -> argparse.ArgumentParser:
     """Register `subnet export` on an argparse subparsers object."""
-    from .benchcli import HelpFormatter
+    from .measure.bench import HelpFormatter
     p = subparsers.add_parser(
         "export", help="the compact encoder (or whole pipeline) as ONNX or TorchScript",
         description="Export a compact artifact's encoder (input: the front end's features, output: the "

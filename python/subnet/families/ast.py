@@ -18,7 +18,7 @@ import torch
 import torchaudio
 import transformers
 
-from ..units import Slice, UnitGroup
+from ..core.units import Slice, UnitGroup
 from .base import reduce_to_bias, Family, apply_slices, gate_input_last_dim, sync_metadata, unit_params
 from .front_ends import FrontEnd
 

@@ -14,8 +14,8 @@ import types
 import torch
 from torch import nn
 
-from ..gates import MaskedModel
-from ..units import UnitGroup
+from ..core.gates import MaskedModel
+from ..core.units import UnitGroup
 from .front_ends import FrontEnd
 from .fused import fused_activation
 

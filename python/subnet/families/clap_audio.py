@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import transformers
 
-from ..units import Slice, UnitGroup
+from ..core.units import Slice, UnitGroup
 from .ast import ffn_slices, head_slices
 from .base import reduce_to_bias, Family, apply_slices, gate_input_last_dim, sync_metadata, unit_params
 from .front_ends import FrontEnd

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx, nn
 
-from ..units import Slice
+from ..core.units import Slice
 
 CONVS = (nn.Conv1d, nn.Conv2d)
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)

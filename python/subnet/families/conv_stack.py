@@ -32,7 +32,7 @@ import weakref
 import torch
 from torch import nn
 
-from ..units import UnitGroup
+from ..core.units import UnitGroup
 from .base import Family, apply_slices, gate_input_channels, sync_metadata
 from .conv_graph import CONVS, Analysis, ConvAnalysisError
 from .front_ends import LogMel, RawWave

@@ -18,7 +18,7 @@ import torch
 import torchaudio
 from torch import nn
 
-from ..units import Slice, UnitGroup
+from ..core.units import Slice, UnitGroup
 from .ast import ffn_slices
 from .base import (unit_params, Family, apply_slices, gate_input_channels, gate_input_last_dim, override_forward, replace_module,
                    sync_metadata)

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchaudio.models.wav2vec2.wavlm_attention import WavLMSelfAttention
 
-from ..units import Slice, UnitGroup
+from ..core.units import Slice, UnitGroup
 from .ast import ffn_slices, head_slices
 from .base import (reduce_to_bias, unit_params, Family, ZeroPaddedLayerNorm, apply_slices, gate_input_last_dim,
                    gate_output, override_forward, sync_metadata)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..units import Slice, UnitGroup
+from ..core.units import Slice, UnitGroup
 from .attention import gated_sdpa
 from .base import Family, apply_slices, gate_input_last_dim, override_forward, sync_metadata
 from .front_ends import LogMel

@@ -19,7 +19,7 @@ import types
 import torch
 from torch import nn
 
-from ..units import Slice, UnitGroup
+from ..core.units import Slice, UnitGroup
 from .ast import ffn_slices, head_slices
 from .base import reduce_to_bias, BiasOnly, gate_input_channels, gate_input_last_dim, replace_module, unit_params
 from .wav2vec2 import Wav2Vec2Family

@@ -17,7 +17,7 @@ import transformers
 from torch import nn
 from torch.nn import functional as F
 
-from ..units import Slice, UnitGroup
+from ..core.units import Slice, UnitGroup
 from .attention import gate_heads
 from .base import (reduce_to_bias, unit_params, Family, apply_slices, gate_activation, gate_output,
                    override_forward, sync_metadata, zero_padded_from)

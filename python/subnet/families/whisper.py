@@ -14,7 +14,7 @@ import math
 import torch
 import transformers
 
-from ..units import Slice, UnitGroup
+from ..core.units import Slice, UnitGroup
 from .attention import gate_heads
 from .base import (reduce_to_bias, unit_params, Family, apply_slices, gate_activation, gate_input_channels,
                    sync_metadata)

@@ -11,7 +11,7 @@ import sys
 
 
 def _recipes_epilog() -> str:
-    from .recipes import RECIPES
+    from ..data.recipes import RECIPES
 
     width = max(map(len, RECIPES))
     lines = ["recipes:"] + [f"  {n:<{width}}  {r.summary}" for n, r in sorted(RECIPES.items())]
@@ -22,7 +22,7 @@ def _recipes_epilog() -> str:
 
 
 def _build(args) -> int:
-    from .recipes import ToolMissing, build_recipe
+    from ..data.recipes import ToolMissing, build_recipe
 
     try:
         manifest = build_recipe(args.recipe, args.out, seed=args.seed, size=args.size, overwrite=args.force,
@@ -44,7 +44,7 @@ def _build(args) -> int:
 def _list(args) -> int:
     import shutil
 
-    from .recipes import RECIPES
+    from ..data.recipes import RECIPES
 
     for name, r in sorted(RECIPES.items()):
         missing = [p for p in r.packages if not _package_installed(p)] if shutil.which("dpkg-query") else []
@@ -63,9 +63,9 @@ def _package_installed(pkg: str) -> bool:
 
 
 def _check(args) -> int:
-    from .dataset import load_dataset
-    from .errors import BadInputError
-    from .vocab import LabelVocab
+    from ..data.dataset import load_dataset
+    from ..data.errors import BadInputError
+    from ..data.vocab import LabelVocab
 
     vocab = LabelVocab.load(args.vocab) if args.vocab else None
     try:
@@ -86,7 +86,7 @@ def _check(args) -> int:
 
 
 def _degrade(args) -> int:
-    from .degrade import degrade, degrade_config
+    from ..data.degrade import degrade, degrade_config
 
     try:
         config = degrade_config(args.noise_snr, args.noise_colour, args.noise_dir, args.reverb_rt60,
@@ -104,7 +104,7 @@ def _degrade(args) -> int:
 def add_data_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``data`` (with ``build``, ``list``, ``check``, ``degrade``) to an argparse subparsers
     object."""
-    from .recipes import RECIPES, SIZES
+    from ..data.recipes import RECIPES, SIZES
 
     fmt = argparse.RawDescriptionHelpFormatter
     data = subparsers.add_parser("data", help="build dataset recipes, check datasets",

@@ -13,15 +13,15 @@ from safetensors.torch import save_file
 from torch import distributed as dist
 from torch import nn
 
-from .artifact import save
-from .bench import count_flops, interleaved_latency
-from .compact import aligned_keep, compact
-from .data.dataset import AudioDataset
-from .data.batching import collate
-from .families import family_of
-from .families.front_ends import with_settings
+from ..core.artifact import save
+from ..measure.timing import count_flops, interleaved_latency
+from ..core.compact import aligned_keep, compact
+from ..data.dataset import AudioDataset
+from ..data.batching import collate
+from ..families import family_of
+from ..families.front_ends import with_settings
 from .pipeline import Pipeline
-from .train import Batch, ExtractConfig, Extractor, JsonlLog, _is_dist, run_loop
+from .loop import Batch, ExtractConfig, Extractor, JsonlLog, _is_dist, run_loop
 
 
 def to_batch(raw: dict, task: str, chars: list[str] | None = None) -> Batch:
@@ -43,7 +43,7 @@ class StepBatches:
     pure function of (seed, step), so a resumed run sees exactly the batches it would have."""
 
     def __init__(self, ds: AudioDataset, batch_size: int, task: str, chars=None, rank: int = 0, world: int = 1):
-        from .data.batching import BucketBatchSampler
+        from ..data.batching import BucketBatchSampler
         self.ds, self.task, self.chars = ds, task, chars
         self.sampler = BucketBatchSampler(ds.lengths(), batch_size, shuffle=True, seed=ds.seed, drop_last=True,
                                           num_replicas=world, rank=rank)
@@ -72,10 +72,10 @@ def evaluate_artifact(artifact, data, max_seconds: float | None = None, batch_si
                       skip_bad: bool = False) -> dict:
     """Task metric of a saved artifact (compact encoder + head) on `data` (a folder tree or
     manifest[@split]): {"metric", "value", "clips", "skipped"}."""
-    from .data import load_dataset
-    from .data.vocab import LabelVocab
+    from ..data import load_dataset
+    from ..data.vocab import LabelVocab
     from .pipeline import load_pipeline
-    from .train import score
+    from .loop import score
     pipe = load_pipeline(artifact)
     task = pipe.task
     chars = pipe.labels if task == "ctc" else None
@@ -179,7 +179,7 @@ def extract(backbone, train, valid, test=None, cfg: ExtractConfig | None = None,
     (model.safetensors, subnet.json, head.safetensors), log.jsonl, checkpoint.pt, best.pt and
     metrics.json, whose content is also returned.
     """
-    from . import load_backbone
+    from .. import load_backbone
     cfg = cfg or ExtractConfig()
     backbone = prepare_backbone(load_backbone(backbone), max_seconds)
     backbone, layer = drop_unread_layers(backbone, cfg.layer)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .encoder_cache import clip_keys
-from .families.base import override_forward
+from ..families.base import override_forward
 
 
 def _per_clip(out, n: int):

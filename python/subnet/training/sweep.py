@@ -12,8 +12,8 @@ from dataclasses import replace
 import json
 from pathlib import Path
 
-from .options import add_config_options, add_data_options, config_from_args
-from .train import ExtractConfig
+from ..cli.options import add_config_options, add_data_options, config_from_args
+from .loop import ExtractConfig
 
 def run_name(t: float) -> str:
     return f"t={t:g}"
@@ -44,7 +44,7 @@ def sweep(backbone, train, valid, test, ts, cfg: ExtractConfig | None = None, ou
             m["refit"] = {"compact": r["compact"], "valid_at_best": r["valid_at_best"], "run": str(run / "refit")}
         results.append(m)
     (out / "sweep.md").write_text(sweep_table(results))
-    from .report import plot_pareto
+    from ..report import plot_pareto
     plot_pareto(results, out / "sweep.png")
     return results
 
@@ -54,7 +54,7 @@ def extract_setting(backbone, train, valid, test, cfg: ExtractConfig, run, max_s
     """One sweep setting: `extract` into `run` with the sweep's fields (method, t, backbone,
     train set, seed, steps) added to its metrics.json. A finished run (metrics.json present) is
     read back unless `rerun`; an unfinished one resumes from its checkpoint."""
-    from .extraction import extract
+    from .extract import extract
     run = Path(run)
     done = run / "metrics.json"
     if done.is_file() and not rerun:  # a long sweep killed half-way restarts where it stopped
@@ -69,7 +69,7 @@ def extract_setting(backbone, train, valid, test, cfg: ExtractConfig, run, max_s
 
 def sweep_table(results: list[dict]) -> str:
     """Markdown table: one row per setting; * marks the Pareto front (metric vs kept parameters)."""
-    from .report import pareto_front
+    from ..report import pareto_front
     front = pareto_front([(m["params"]["kept_fraction"], m["compact"]) for m in results],
                          lower_is_better=results[0]["metric"] == "cer" if results else False)
     refits = any("refit" in m for m in results)

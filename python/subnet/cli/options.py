@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields, replace
 
-from .train import ExtractConfig
+from ..training.loop import ExtractConfig
 
 # ExtractConfig fields a command line may set; None on the command line = "not given"
 _OPTIONS = {  # field: (flag, type, help)
@@ -94,7 +94,7 @@ def config_from_args(args, base: ExtractConfig | None = None) -> ExtractConfig:
     if "kinds" in given:
         given["kinds"] = tuple(given["kinds"])
     if "front_end" in given:
-        from .families.front_ends import parse_settings
+        from ..families.front_ends import parse_settings
         given["front_end"] = parse_settings(given["front_end"])
     if "layer" in given and given["layer"] != "weighted":
         given["layer"] = int(given["layer"])

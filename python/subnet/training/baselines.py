@@ -29,9 +29,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .compact import compact
-from .gates import MaskedModel
-from .train import ExtractConfig, Extractor, run_loop, task_loss
+from ..core.compact import compact
+from ..core.gates import MaskedModel
+from .loop import ExtractConfig, Extractor, run_loop, task_loss
 
 METHODS = ("probe", "scratch", "random", "refit", "importance")
 
@@ -39,7 +39,7 @@ METHODS = ("probe", "scratch", "random", "refit", "importance")
 # --- reference artifact ---------------------------------------------------------------------
 def reference_info(artifact):
     """The CompactInfo (family, base architecture, kept indices) of an artifact, no weights read."""
-    from .artifact import COMPACT_FORMAT, CONFIG, _info_from, _read_json
+    from ..core.artifact import COMPACT_FORMAT, CONFIG, _info_from, _read_json
     file = Path(artifact) / CONFIG
     return _info_from(_read_json(file, COMPACT_FORMAT), file)
 
@@ -128,7 +128,7 @@ class FullTrainer(Extractor):
         self.opt.add_param_group({"params": trainable, "lr": lr_encoder})
 
     def _attach(self, backbone: nn.Module) -> MaskedModel:
-        from .families import family_of
+        from ..families import family_of
         return MaskedModel(backbone, family_of(backbone), {})  # no gates, nothing to prune
 
     def checkpoint(self) -> dict:
@@ -143,13 +143,13 @@ class FullTrainer(Extractor):
 # --- the shared run ---------------------------------------------------------------------------
 def _setup(backbone: nn.Module, train, valid, test, cfg: ExtractConfig, out: Path, max_seconds,
            progress: bool, trainer=Extractor, **trainer_kw):
-    from .extraction import setup_run
+    from .extract import setup_run
     return setup_run(backbone, train, valid, test, cfg, out, max_seconds, progress, trainer=trainer, **trainer_kw)
 
 
 def _finish(run, out: Path, measure_latency: bool, small=None, full=None, **fields_) -> dict:
     """extract's finish (compact, verify, save, evaluate, measure) + what the baseline was."""
-    from .extraction import finish
+    from .extract import finish
     m = finish(run, out, measure_latency, small=small, full=full)
     m.update(fields_, seed=run.ex.cfg.seed, steps=run.ex.cfg.steps)
     (out / "metrics.json").write_text(json.dumps(m, indent=1))
@@ -157,8 +157,8 @@ def _finish(run, out: Path, measure_latency: bool, small=None, full=None, **fiel
 
 
 def _prepared(backbone, max_seconds, layer="weighted"):
-    from . import load_backbone
-    from .extraction import drop_unread_layers, prepare_backbone
+    from .. import load_backbone
+    from .extract import drop_unread_layers, prepare_backbone
     return drop_unread_layers(prepare_backbone(load_backbone(backbone), max_seconds), layer)[0]
 
 
@@ -168,7 +168,7 @@ def _fixed(cfg: ExtractConfig, info) -> ExtractConfig:
 
 
 def _check_base(backbone: nn.Module, info, artifact) -> None:
-    from .hashing import weights_hash
+    from ..core.hashing import weights_hash
     if info.base_hash and weights_hash(backbone) != info.base_hash:
         raise ValueError(f"{artifact} was extracted from other base weights than --backbone (or with "
                          "another --max-seconds, which changes Whisper's positional table); give the same")
@@ -178,7 +178,7 @@ def _check_base(backbone: nn.Module, info, artifact) -> None:
 def probe(backbone, train, valid, test=None, cfg: ExtractConfig | None = None, out="probe-out",
           max_seconds: float | None = 2.0, progress: bool = True, measure_latency: bool = True) -> dict:
     """The full frozen encoder + the same head, all gates on (the paper's reference)."""
-    from .extraction import extract
+    from .extract import extract
     out = Path(out)
     m = extract(backbone, train, valid, test, replace(cfg or ExtractConfig(), train_gates=False), out,
                 max_seconds=max_seconds, progress=progress, measure_latency=measure_latency)
@@ -267,8 +267,8 @@ def scratch(artifact, train, valid, test=None, cfg: ExtractConfig | None = None,
     `steps_factor` x the reference's steps. The full architecture is built, cut to the
     artifact's units and re-initialised at its new sizes, so each step costs what the compact
     model costs; the saved artifact describes it like any extraction's (same kept units)."""
-    from . import attach_masks
-    from .families import family_named
+    from .. import attach_masks
+    from ..families import family_named
     info = reference_info(artifact)
     base_cfg = _fixed(cfg or reference_config(artifact), info)
     cfg = replace(base_cfg, steps=max(1, int(round(base_cfg.steps * steps_factor))))
@@ -292,8 +292,8 @@ def scratch(artifact, train, valid, test=None, cfg: ExtractConfig | None = None,
 
 # --- command line -----------------------------------------------------------------------------
 def _run_baseline(args) -> int:
-    from .extraction import format_table
-    from .options import config_from_args
+    from .extract import format_table
+    from ..cli.options import config_from_args
     common = dict(out=args.out, max_seconds=args.max_seconds, progress=not args.quiet,
                   measure_latency=not args.no_latency)
     data = (args.train, args.valid, args.test)
@@ -342,7 +342,7 @@ _HELP = {
 
 def add_baseline_parser(subparsers) -> argparse.ArgumentParser:
     """`subnet baseline probe|scratch|random|refit|importance`: hook in with add_baseline_parser(sub)."""
-    from .options import add_config_options, add_data_options
+    from ..cli.options import add_config_options, add_data_options
     p = subparsers.add_parser(
         "baseline", help="probe / scratch / random / refit / importance baselines (metrics.json like extract)",
         description="Baselines for an extraction, each writing an artifact and a metrics.json in the "

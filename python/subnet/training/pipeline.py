@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .families import family_of
-from .families.front_ends import FrontEnd, front_end_from
-from .gates import MaskedModel
+from ..families import family_of
+from ..families.front_ends import FrontEnd, front_end_from
+from ..core.gates import MaskedModel
 from .heads import make_head
 
 
@@ -64,7 +64,7 @@ def load_pipeline(path) -> Pipeline:
     """The compact encoder + its front end + its task head, from an extraction's artifact."""
     from safetensors.torch import load_file
 
-    from .artifact import ArtifactError, load
+    from ..core.artifact import ArtifactError, load
     path = Path(path)
     encoder = load(path)
     extra = encoder.subnet_info.extra

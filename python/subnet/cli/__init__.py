@@ -10,7 +10,7 @@ def _inspect(args) -> int:
     import torch
 
     import subnet
-    from subnet.compact import CompactInfo
+    from subnet.core.compact import CompactInfo
     from subnet.families import family_named
 
     src = Path(args.src)
@@ -40,9 +40,9 @@ def _extract(args) -> int:
     import torch
     import torch.distributed as dist
 
-    from .extraction import extract, format_table
+    from ..training.extract import extract, format_table
     from .options import config_from_args
-    from .train import ExtractConfig
+    from ..training.loop import ExtractConfig
 
     if args.refit and args.probe:
         raise SystemExit("subnet extract: --refit needs gates to fix; a --probe has none (drop one of the two)")
@@ -58,11 +58,11 @@ def _extract(args) -> int:
         print(format_table(metrics))
         print(f"artifact: {args.out} (metrics.json, log.jsonl)")
     if metrics and args.refit:
-        from .baselines import refit_extraction
+        from ..training.baselines import refit_extraction
         refit = refit_extraction(args.backbone, args.out, args.train, args.valid, args.test, cfg.seed,
                                  args.max_seconds, not args.quiet, not args.no_latency, rerun=True)
         print(f"refit (the same units, a new head trained with the gates fixed):\n{format_table(refit)}")
-        from .train import better
+        from ..training.loop import better
         winner = "refit" if better(cfg.task, refit["valid_at_best"], metrics["valid_at_best"]) else "extraction"
         print(f"artifact: {Path(args.out) / 'refit'}; validation {metrics['metric']}: extraction "
               f"{metrics['valid_at_best']:.4f}, refit {refit['valid_at_best']:.4f} ({winner} is better)")
@@ -72,7 +72,7 @@ def _extract(args) -> int:
 def _evaluate(args) -> int:
     import json
 
-    from .extraction import evaluate_artifact
+    from ..training.extract import evaluate_artifact
 
     result = evaluate_artifact(args.artifact, args.data, args.max_seconds, args.batch_size, args.skip_bad)
     print(f"{result['metric']}: {result['value']:.4f} on {result['clips']} clips of {args.data}")
@@ -84,12 +84,12 @@ def _evaluate(args) -> int:
 def _predict(args) -> int:
     import torch
 
-    from .data import decode
-    from .pipeline import load_pipeline
+    from ..data import decode
+    from ..training.pipeline import load_pipeline
 
     pipe = load_pipeline(args.artifact)
     if pipe.task == "ctc":
-        from .metrics import ctc_greedy
+        from ..training.metrics import ctc_greedy
     for f in args.files:
         wave = decode(f, pipe.front_end.sample_rate)
         if args.max_seconds:
@@ -114,9 +114,9 @@ def _demo(args) -> int:
     """Keyword spotting from the real Whisper tiny.en encoder, tested on real recordings."""
     import json
 
-    from .data.recipes import build_recipe
-    from .extraction import extract, format_table
-    from .train import ExtractConfig
+    from ..data.recipes import build_recipe
+    from ..training.extract import extract, format_table
+    from ..training.loop import ExtractConfig
 
     root = Path(args.out)
     data = root / "data"
@@ -138,11 +138,11 @@ def _demo(args) -> int:
     metrics = extract("whisper-tiny.en", f"{kws}@train", f"{kws}@valid", f"{kws}@test", cfg, out,
                       max_seconds=1.5, progress=True)
     print("[3/3] the compact model on real recorded English digits (Asterisk prompts, never seen in training)")
-    from .extraction import eval_batches
-    from .pipeline import load_pipeline
-    from .train import score
-    from .data import load_dataset
-    from .data.vocab import LabelVocab
+    from ..training.extract import eval_batches
+    from ..training.pipeline import load_pipeline
+    from ..training.loop import score
+    from ..data import load_dataset
+    from ..data.vocab import LabelVocab
     import torch
     pipe = load_pipeline(out)
     ds = load_dataset(english, sample_rate=16000, vocab=LabelVocab(pipe.labels), max_seconds=1.5)
@@ -226,18 +226,15 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("-t", type=float, default=0.5, help="kept fraction of the gated parameters")
     p.set_defaults(func=_demo)
-    from .baselines import add_baseline_parser
-    from .benchcli import add_bench_parser
-    from .data.cli import add_data_parser
-    from .export import add_export_parser
-    from .report import add_report_parser
-    from .sweep import add_sweep_parser
+    from ..training.baselines import add_baseline_parser
+    from ..measure.bench import add_bench_parser
+    from .data import add_data_parser
+    from ..export import add_export_parser
+    from ..report import add_report_parser
+    from ..training.sweep import add_sweep_parser
     for add in (add_data_parser, add_sweep_parser, add_baseline_parser, add_report_parser, add_bench_parser,
                 add_export_parser):
         add(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -32,7 +32,7 @@ class UnitGroup:
     `params_per_unit` and `flops_per_unit` are the per-unit costs used by the `budget`
     loss and by reports (FLOPs per input frame of the backbone, attention at the
     family's nominal sequence length); `latency_per_unit` (seconds) is filled in by
-    `subnet.latency_costs.measure` for `--cost latency`.
+    `subnet.training.latency_costs.measure` for `--cost latency`.
     """
 
     name: str

@@ -24,8 +24,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .bench import eager_attention
-from .export import ExportError, onnx_runner
+from .timing import eager_attention
+from ..export import ExportError, onnx_runner
 
 NO_DIFFERENCE = "no measurable difference"
 
@@ -35,7 +35,7 @@ class Subject:
     """One model under measurement, with what is known about where it came from."""
 
     def __init__(self, model: nn.Module, source: str, kind: str, file_bytes: int | None):
-        from .families import family_of
+        from ..families import family_of
         self.family = family_of(model)
         self.info = getattr(model, "subnet_info", None)  # how a compact model was made
         if self.family.name == "whisper":  # a whole Whisper: the encoder is what runs on audio
@@ -67,7 +67,7 @@ def load_subject(src: str) -> Subject:
 
 def dense_base_of(compact: Subject) -> Subject:
     """The compact model's base architecture with random weights (timing needs no weights)."""
-    from .families import family_named
+    from ..families import family_named
     info = compact.info
     torch.manual_seed(0)
     base = family_named(info.family).build(info.base)
@@ -474,7 +474,7 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """`python -m subnet.benchcli ...`: the same command without the rest of the CLI."""
+    """`python -m subnet.measure.bench ...`: the same command without the rest of the CLI."""
     parser = argparse.ArgumentParser(prog="subnet")
     add_bench_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

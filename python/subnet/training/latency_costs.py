@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from .bench import interleaved_latency
-from .gates import MaskedModel
+from ..measure.timing import interleaved_latency
+from ..core.gates import MaskedModel
 
 
 def measure(masked: MaskedModel, inputs: dict, repeats: int = 15, progress: bool = False) -> dict[str, float]:
@@ -25,7 +25,7 @@ def measure(masked: MaskedModel, inputs: dict, repeats: int = 15, progress: bool
     `latency_per_unit`); a group whose removal saves no measurable time costs 0."""
     from tqdm import tqdm
 
-    from .compact import compact
+    from ..core.compact import compact
     full = {n: torch.ones(g.size, dtype=torch.bool) for n, g in masked.groups.items()}
     with masked.gates_removed() as base:
         reference = copy.deepcopy(base).eval()

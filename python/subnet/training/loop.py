@@ -21,12 +21,12 @@ from torch.nn import functional as F
 
 from .encoder_cache import EncoderCache
 from .front_end_cache import FrontEndCache
-from .families.front_ends import FrontEnd
+from ..families.front_ends import FrontEnd
 from .pipeline import Pipeline
-from .gates import MaskedModel
+from ..core.gates import MaskedModel
 from .heads import make_head
-from .losses import SparsityLoss
-from .units import COST_ATTRS
+from ..core.losses import SparsityLoss
+from ..core.units import COST_ATTRS
 from .metrics import accuracy, average_precision, cer, ctc_greedy, macro_auroc
 
 
@@ -167,7 +167,7 @@ class Extractor:
         self.state = RunState()
 
     def _attach(self, backbone: nn.Module) -> MaskedModel:
-        from . import attach_masks
+        from .. import attach_masks
         return attach_masks(backbone, kinds=self.cfg.kinds)
 
     def _gate_state(self) -> bytes:

@@ -17,8 +17,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .compact import CompactInfo, compact, rebuild
-from .families import family_named
-from .families.front_ends import front_end_from
+from ..families import family_named
+from ..families.front_ends import front_end_from
 from .hashing import weights_hash
 
 COMPACT_FORMAT = "subnet-compact/1"
@@ -200,7 +200,7 @@ def save_masks(model, path) -> Path:
 
 def load_masks(path, base: nn.Module, verify: bool = True) -> nn.Module:
     """Rebuild the compact model from a mask-only artifact and the base model it was made from."""
-    from . import attach_masks
+    from .. import attach_masks
     path = Path(path)
     if path.is_dir():
         path = path / "masks.json"
