@@ -104,7 +104,10 @@ def render_gpu(results: Path) -> list[str]:
                       "speedup > 1: the kernel is faster"
                       + (f"; roofline measured in the same run: copy {roof['copy_GBps']:.0f} GB/s, dense bf16 "
                          f"matmul {roof['bf16_peak_TFLOPs']:.0f} TFLOP/s; rates count the bytes and FLOPs the op "
-                         "must move and do" if rated else "") + "):", "",
+                         "must move and do" if rated else
+                         "; a run of the kernels before their rewrite for the roofline (copy programs for the "
+                         "gather, vectorised gated_act, autotuned attention with dead heads skipped, measured "
+                         "backend choice), which has not been run on a GPU since") + "):", "",
                       "| benchmark | kernel | kernel time | baseline | baseline time | speedup |"
                       + (" kernel GB/s (of copy) | kernel TFLOP/s (of bf16 peak) |" if rated else ""),
                       "|---|---|---|---|---|---|" + ("---|---|" if rated else "")]

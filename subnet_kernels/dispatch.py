@@ -17,6 +17,7 @@ gate; reached by measurement or by forcing it).
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
@@ -235,11 +236,15 @@ def _why_not_measured(op, inputs) -> str:
     return ""
 
 
+@functools.lru_cache(maxsize=None)
+def _device_name(dev: torch.device) -> str:
+    return torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
+
+
 def measure_key(op, inputs, **extra) -> tuple:
     """What a measured decision depends on: op, device, shapes, dtypes and the call's mode."""
-    tensors = list(_tensors(inputs))
-    dev = tensors[0].device
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else dev.type
+    dev = next(_tensors(inputs)).device
+    name = _device_name(dev)
     layout = tuple(None if t is None else (tuple(t.shape), str(t.dtype)) for t in inputs
                    if t is None or isinstance(t, torch.Tensor))
     return (op, name, dev.index, layout, tuple(sorted(extra.items())))

@@ -89,7 +89,8 @@ __device__ void copy_rows(const E* __restrict__ s, int64_t numel, E* __restrict_
       const int c = (j - r * per_row) * V;
       at[k] = r * ncols + c;
       const int64_t off = j < words ? src_off + __ldg(rows + r) + (cols ? __ldg(cols + c) : c) : -1;
-      ok[k] = off >= 0 && off + V <= numel;  // also false past the task's end
+      // false past the task's end, outside the source, or (16-byte words) off a word boundary
+      ok[k] = off >= 0 && off + V <= numel && off % V == 0;
       if (ok[k]) w[k] = *reinterpret_cast<const W*>(s + off);
     }
 #pragma unroll
