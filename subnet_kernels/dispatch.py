@@ -267,7 +267,8 @@ def select(op: str, *inputs, **mode) -> Choice:
     else:
         reason = f"first usable of {', '.join(n for n in ORDER if n in _IMPLEMENTS[op])} (not measured: {why_not})"
         if op in MEASURED_OPS and _device_types(inputs) == {"cuda"}:
-            cached = [c for k, c in _MEASURED.items() if k[0] == op and k[3] == measure_key(op, inputs)[3]]
+            layout = measure_key(op, inputs)[3]
+            cached = [c for k, c in _MEASURED.items() if k[0] == op and k[3] == layout]
             if cached:  # tracing or capturing: reuse what was measured for these shapes
                 return Choice(op, cached[0].backend, cached[0].reason + " (cached)", cached[0].times_ms)
     return Choice(op, backend, reason)
