@@ -100,6 +100,24 @@ def test_failed_candidates_are_reported(monkeypatch):
     assert "no candidate could be measured" in choice.reason and choice.failed
 
 
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("backend", ["torch", "reference"])
+def test_measurement_runs_each_op_as_called(backend, grad):
+    # what measure.time_backends times, run on the CPU (the timing itself needs CUDA events)
+    gen = torch.Generator().manual_seed(0)
+    x, g = torch.randn(3, 7, 16), make_gate(16, "mixed")
+    measure._runner("gated_act", backend, (x, torch.randn(16), g), {"act": "silu", "grad": grad}, gen)()
+    q = torch.randn(2, 3, 9, 16)
+    mask = torch.zeros(2, 9, dtype=torch.bool)
+    mode = {"grad": grad, "dead_o": grad}
+    measure._runner("gated_attention", backend, (q, q, q, make_gate(3, "mixed"), mask), mode, gen)()
+    torch.manual_seed(1234)
+    want = torch.randn(3)
+    torch.manual_seed(1234)
+    measure._runner("gated_act", backend, (x, None, g), {"act": "gelu", "grad": grad}, gen)()
+    assert torch.equal(torch.randn(3), want)  # the caller's random state is untouched
+
+
 # --- on a GPU: real measurements ---------------------------------------------------------
 
 @pytest.mark.gpu
