@@ -22,7 +22,8 @@ at::Tensor gated_act_fwd_cuda(const at::Tensor& x, const std::optional<at::Tenso
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gated_act_bwd_cuda(
     const at::Tensor& grad, const at::Tensor& x, const std::optional<at::Tensor>& bias,
     const at::Tensor& gate, int64_t act);
-at::Tensor gather_compact_cuda(at::TensorList sources, const at::Tensor& table, int64_t total);
+at::Tensor gather_compact_run_cuda(at::TensorList sources, const at::Tensor& tasks,
+                                   const at::Tensor& offsets, int64_t total);
 #endif
 
 }  // namespace subnet

@@ -9,6 +9,8 @@ TORCH_LIBRARY(subnet_kernels, m) {
   m.def("_gated_act_bwd(Tensor grad, Tensor x, Tensor? bias, Tensor gate, int act)"
         " -> (Tensor, Tensor, Tensor)");
   m.def("_gather_compact(Tensor[] sources, Tensor table, int total) -> Tensor");
+  // The same gather from the table compiled into copy tasks (plan.py CopyProgram): CUDA only.
+  m.def("_gather_compact_run(Tensor[] sources, Tensor tasks, Tensor offsets, int total) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(subnet_kernels, CPU, m) {
@@ -21,7 +23,7 @@ TORCH_LIBRARY_IMPL(subnet_kernels, CPU, m) {
 TORCH_LIBRARY_IMPL(subnet_kernels, CUDA, m) {
   m.impl("_gated_act_fwd", &subnet::gated_act_fwd_cuda);
   m.impl("_gated_act_bwd", &subnet::gated_act_bwd_cuda);
-  m.impl("_gather_compact", &subnet::gather_compact_cuda);
+  m.impl("_gather_compact_run", &subnet::gather_compact_run_cuda);
 }
 #endif
 

@@ -2,9 +2,10 @@
 
 Usable alone: it knows nothing of models or training. Every op has a pure-PyTorch
 reference (subnet_kernels.reference) and faster backends (compiled C++/CUDA extension,
-Triton); see subnet_kernels.dispatch for how one is chosen and `explain` for why.
+Triton, PyTorch's own ops); see subnet_kernels.dispatch for how one is chosen (measured on
+CUDA), `select` for the choice and its reason, and `explain` to print it.
 """
-from .dispatch import BackendUnavailable, explain
+from .dispatch import BackendUnavailable, Choice, explain, forget_measurements, measured_choices, select
 from .ops import gated_act, gated_attention, gather_compact, gather_compact_flat
 from .plan import GatherPlan, build_table, split_outputs
 
@@ -17,4 +18,5 @@ else:
     _register_fakes()
 
 __all__ = ["gated_attention", "gated_act", "gather_compact", "gather_compact_flat", "explain",
+           "select", "Choice", "measured_choices", "forget_measurements",
            "GatherPlan", "build_table", "split_outputs", "BackendUnavailable"]

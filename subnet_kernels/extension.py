@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .plan import build_program
 from .reference import ACTIVATIONS
 
 
@@ -20,8 +21,15 @@ def gated_act_bwd(grad, x, bias, gate, act):
     return torch.ops.subnet_kernels._gated_act_bwd(grad, x, bias, gate, _act_code(act))
 
 
-def gather_flat(sources, table, total):
-    return torch.ops.subnet_kernels._gather_compact(list(sources), table, total)
+def gather_flat(sources, table, total, program=None):
+    """CPU: the C++ kernel decodes the table itself; CUDA: runs the table's copy program
+    (built here when not given: pass CompactTable.program(sources) to reuse one)."""
+    if sources[0].device.type == "cpu":
+        return torch.ops.subnet_kernels._gather_compact(list(sources), table, total)
+    if program is None:
+        program = build_program(table.cpu(), [s.numel() for s in sources],
+                                sources[0].element_size()).to(sources[0].device)
+    return torch.ops.subnet_kernels._gather_compact_run(list(sources), program.tasks, program.offsets, total)
 
 
 def register_fakes():
@@ -39,4 +47,8 @@ def register_fakes():
 
     @torch.library.register_fake(lib + "_gather_compact")
     def _(sources, table, total):
+        return sources[0].new_empty(total)
+
+    @torch.library.register_fake(lib + "_gather_compact_run")
+    def _(sources, tasks, offsets, total):
         return sources[0].new_empty(total)

@@ -153,7 +153,9 @@ def attention_parts(q, k, v, gate, key_padding_mask, scale):
     return y, o, lse
 
 
-def gated_attention_fwd(q, k, v, gate, key_padding_mask, scale):
+def gated_attention_fwd(q, k, v, gate, key_padding_mask, scale, dead_o=True):
+    """(y, o, lse); every head is computed whatever `dead_o` says (kernels may skip the
+    dead ones when dead_o is False)."""
     return attention_parts(q, k, v, gate, key_padding_mask, scale)
 
 
@@ -178,8 +180,9 @@ def gated_attention_bwd(grad, q, k, v, gate, key_padding_mask, o, lse, scale):
     return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dgate.to(gate.dtype)
 
 
-def gather_flat(sources, table, total):
-    """The flat-table form of gather_compact: decodes the table with plain indexing."""
+def gather_flat(sources, table, total, program=None):
+    """The flat-table form of gather_compact: decodes the table with plain indexing (a copy
+    program, for the GPU backends, is not needed)."""
     from .plan import flat_source, table_source_index
     if total == 0:
         return sources[0].new_empty(0)

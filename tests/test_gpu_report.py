@@ -42,3 +42,22 @@ def test_h200_section_from_its_files(tmp_path):
 def test_section_without_optional_files(tmp_path):
     text = "\n".join(render_gpu(_copy(["gpu-cuda-nvidia-h200-environment.txt"], tmp_path)))
     assert "## GPU: nvidia-h200" in text and "not run" in text and "| batch x clip |" not in text
+
+
+def test_kernel_rates_when_the_run_measured_a_roofline(tmp_path):
+    # bench_kernels.py rows with their roofline (synthetic figures), as the table renders them
+    from bench_kernels import report
+    rows = []
+    roof = {"copy_GBps": 3000.0, "bf16_peak_TFLOPs": 800.0}
+    report(rows, "elementwise", {"eager": 2e-3, "cuda": 1e-3}, "eager", ["cuda"], work=(3e9, 0), roof=roof)
+    report(rows, "attention", {"sdpa+gate": 2e-3, "triton": 4e-3}, "sdpa+gate", ["triton"], work=(1e9, 8e11),
+           roof=roof)
+    assert rows[0]["candidate_GBps"] == 3000.0 and rows[0]["baseline_of_copy"] == 0.5
+    assert rows[1]["candidate_TFLOPs"] == 200.0 and rows[1]["baseline_of_peak"] == 0.5
+    _copy(["gpu-cuda-nvidia-h200-environment.txt"], tmp_path)
+    (tmp_path / "kernels-cuda-nvidia-h200.json").write_text(json.dumps({"environment": {"device": "X", **roof},
+                                                                        "results": rows}))
+    text = "\n".join(render_gpu(tmp_path))
+    assert "copy 3000 GB/s, dense bf16 matmul 800 TFLOP/s" in text
+    assert "| elementwise | cuda | 1.000 ms | eager | 2.000 ms | 2.00 | 3000 (100%) | - |" in text
+    assert "| attention | triton | 4.000 ms | sdpa+gate | 2.000 ms | 0.50 | 250 (8%) | 200.0 (25%) |" in text

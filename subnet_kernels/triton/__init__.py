@@ -9,7 +9,7 @@ import triton
 
 from .gated_act import gated_act_bwd, gated_act_fwd
 from .gated_attention import gated_attention_bwd, gated_attention_fwd
-from .gather_compact import gather_flat
+from .gather_compact import gather_flat, gather_run
 
 
 def interpreted() -> bool:
@@ -21,4 +21,4 @@ def interpreted() -> bool:
 
 
 __all__ = ["gated_act_fwd", "gated_act_bwd", "gated_attention_fwd", "gated_attention_bwd",
-           "gather_flat", "interpreted", "triton"]
+           "gather_flat", "gather_run", "interpreted", "triton"]

@@ -7,15 +7,24 @@ padding get O = 0 and lse = +inf (which makes their recomputed probabilities 0).
 Backward: a preprocessing pass computes delta = rowsum(dO * O) with dO = g_h * dY, and in
 the same pass per-block partials of dgate_h = sum(dY_h * O_h), summed afterwards by torch
 (deterministic, no float atomics). Then one kernel for dk/dv (program per key block) and one
-for dq (program per query block), neither with atomics. Heads with g_h = 0 run zero loop
-iterations: their dq/dk/dv are exactly 0.
+for dq (program per query block), neither with atomics.
+
+Dead heads (g_h = 0): the grid's head slots follow a device-side list with the live heads
+first (no host sync), and a program whose head is dead writes zeros and exits at once: in the
+backward always (dq/dk/dv of a dead head are exactly 0), in the forward when no gate gradient
+is wanted (dgate_h = sum(dY_h * O_h) needs O_h, so a trained gate has its dead heads' O
+computed). Block sizes, warps and stages are autotuned per head_dim class (<= 64, <= 128)
+over short lists chosen for Hopper (tuning.py).
 """
+
+import functools
 
 import torch
 import triton
 import triton.language as tl
 
 from .. import alloc
+from .tuning import Tuned, config
 
 LOG2E = 1.4426950408889634
 
@@ -40,20 +49,36 @@ def _key_valid(KPM, b, n, TK, HAS_MASK: tl.constexpr):
 
 
 @triton.jit
-def _fwd_kernel(Q, K, V, G, KPM, Y, O, LSE,
+def _head(ORDER, G, B):
+    # Grid axis 1 = (head slot, batch), slot-major: all live heads' programs come first.
+    slot = tl.program_id(1) // B
+    b = tl.program_id(1) % B
+    h = tl.load(ORDER + slot)
+    return b, h, tl.load(G + h).to(tl.float32)
+
+
+@triton.jit
+def _fwd_kernel(Q, K, V, G, ORDER, KPM, Y, O, LSE,
                 sqb, sqh, sqt, skb, skh, skt, svb, svh, svt,
-                H, TQ, TK, D, qk_scale,
-                HAS_MASK: tl.constexpr, IEEE: tl.constexpr,
+                B, H, TQ, TK, D, qk_scale,
+                HAS_MASK: tl.constexpr, IEEE: tl.constexpr, DEAD_O: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
+    b, h, g = _head(ORDER, G, B)
+    bh = b * H + h
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
     q_mask = (offs_m < TQ)[:, None] & d_ok[None, :]
+    out_offs = bh * TQ * D + offs_m[:, None] * D + offs_d[None, :]
+    if not DEAD_O:
+        if g == 0.0:  # dead head, no gate gradient wanted: y = 0, nothing to save
+            zero = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+            tl.store(O + out_offs, zero.to(O.dtype.element_ty), mask=q_mask)
+            tl.store(Y + out_offs, zero.to(Y.dtype.element_ty), mask=q_mask)
+            tl.store(LSE + bh * TQ + offs_m, tl.full([BLOCK_M], float("inf"), tl.float32), mask=offs_m < TQ)
+            return
+    offs_n = tl.arange(0, BLOCK_N)
     q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqt + offs_d[None, :],
                 mask=q_mask, other=0.0)
     k_base = K + b * skb + h * skh
@@ -81,8 +106,6 @@ def _fwd_kernel(Q, K, V, G, KPM, Y, O, LSE,
     o = acc / tl.where(has_keys, l_i, 1.0)[:, None]
     lse = tl.where(has_keys, (m_i + tl.log2(tl.where(has_keys, l_i, 1.0))) / 1.4426950408889634,
                    float("inf"))
-    g = tl.load(G + h).to(tl.float32)
-    out_offs = bh * TQ * D + offs_m[:, None] * D + offs_d[None, :]
     tl.store(O + out_offs, o.to(O.dtype.element_ty), mask=q_mask)
     tl.store(Y + out_offs, (g * o).to(Y.dtype.element_ty), mask=q_mask)
     tl.store(LSE + bh * TQ + offs_m, lse, mask=offs_m < TQ)
@@ -106,31 +129,33 @@ def _bwd_pre_kernel(O, DY, G, DELTA, DGATE_PART, H, TQ, D,
 
 
 @triton.jit
-def _bwd_dkdv_kernel(Q, K, V, G, KPM, DY, LSE, DELTA, DK, DV,
+def _bwd_dkdv_kernel(Q, K, V, G, ORDER, KPM, DY, LSE, DELTA, DK, DV,
                      sqb, sqh, sqt, skb, skh, skt, svb, svh, svt,
-                     H, TQ, TK, D, qk_scale, scale,
+                     B, H, TQ, TK, D, qk_scale, scale,
                      HAS_MASK: tl.constexpr, IEEE: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     pid_n = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
+    b, h, g = _head(ORDER, G, B)
+    bh = b * H + h
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
     kv_mask = (offs_n < TK)[:, None] & d_ok[None, :]
+    out_offs = bh * TK * D + offs_n[:, None] * D + offs_d[None, :]
+    if g == 0.0:  # dead head: dk = dv = 0
+        zero = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+        tl.store(DK + out_offs, zero.to(DK.dtype.element_ty), mask=kv_mask)
+        tl.store(DV + out_offs, zero.to(DV.dtype.element_ty), mask=kv_mask)
+        return
+    offs_m = tl.arange(0, BLOCK_M)
     k = tl.load(K + b * skb + h * skh + offs_n[:, None] * skt + offs_d[None, :], mask=kv_mask, other=0.0)
     v = tl.load(V + b * svb + h * svh + offs_n[:, None] * svt + offs_d[None, :], mask=kv_mask, other=0.0)
     valid = _key_valid(KPM, b, offs_n, TK, HAS_MASK)
-    g = tl.load(G + h).to(tl.float32)
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
-    # A dead head (g = 0) runs no iterations: dk = dv = 0 exactly.
-    n_iter = tl.cdiv(TQ, BLOCK_M) * (g != 0.0).to(tl.int32)
     q_base = Q + b * sqb + h * sqh
-    for i in range(0, n_iter):
-        m = i * BLOCK_M + offs_m
+    for start_m in range(0, TQ, BLOCK_M):
+        m = start_m + offs_m
         q_mask = (m < TQ)[:, None] & d_ok[None, :]
         q = tl.load(q_base + m[:, None] * sqt + offs_d[None, :], mask=q_mask, other=0.0)
         do = tl.load(DY + bh * TQ * D + m[:, None] * D + offs_d[None, :], mask=q_mask, other=0.0)
@@ -145,38 +170,39 @@ def _bwd_dkdv_kernel(Q, K, V, G, KPM, DY, LSE, DELTA, DK, DV,
         dpt = _dot(v, tl.trans(do), IEEE).to(tl.float32)
         dst = pt * (dpt - delta[None, :])
         dk += _dot(dst.to(q.dtype), q, IEEE).to(tl.float32)
-    out_offs = bh * TK * D + offs_n[:, None] * D + offs_d[None, :]
     tl.store(DK + out_offs, (dk * scale).to(DK.dtype.element_ty), mask=kv_mask)
     tl.store(DV + out_offs, dv.to(DV.dtype.element_ty), mask=kv_mask)
 
 
 @triton.jit
-def _bwd_dq_kernel(Q, K, V, G, KPM, DY, LSE, DELTA, DQ,
+def _bwd_dq_kernel(Q, K, V, G, ORDER, KPM, DY, LSE, DELTA, DQ,
                    sqb, sqh, sqt, skb, skh, skt, svb, svh, svt,
-                   H, TQ, TK, D, qk_scale, scale,
+                   B, H, TQ, TK, D, qk_scale, scale,
                    HAS_MASK: tl.constexpr, IEEE: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
+    b, h, g = _head(ORDER, G, B)
+    bh = b * H + h
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
     q_mask = (offs_m < TQ)[:, None] & d_ok[None, :]
+    out_offs = bh * TQ * D + offs_m[:, None] * D + offs_d[None, :]
+    if g == 0.0:  # dead head: dq = 0
+        tl.store(DQ + out_offs, tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32).to(DQ.dtype.element_ty),
+                 mask=q_mask)
+        return
+    offs_n = tl.arange(0, BLOCK_N)
     q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqt + offs_d[None, :], mask=q_mask, other=0.0)
-    g = tl.load(G + h).to(tl.float32)
-    do = tl.load(DY + bh * TQ * D + offs_m[:, None] * D + offs_d[None, :], mask=q_mask, other=0.0)
+    do = tl.load(DY + out_offs, mask=q_mask, other=0.0)
     do = (do.to(tl.float32) * g).to(q.dtype)
     lse2 = tl.load(LSE + bh * TQ + offs_m, mask=offs_m < TQ, other=float("inf")) * 1.4426950408889634
     delta = tl.load(DELTA + bh * TQ + offs_m, mask=offs_m < TQ, other=0.0)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    n_iter = tl.cdiv(TK, BLOCK_N) * (g != 0.0).to(tl.int32)
     k_base = K + b * skb + h * skh
     v_base = V + b * svb + h * svh
-    for j in range(0, n_iter):
-        n = j * BLOCK_N + offs_n
+    for start_n in range(0, TK, BLOCK_N):
+        n = start_n + offs_n
         kv_mask = (n < TK)[:, None] & d_ok[None, :]
         k = tl.load(k_base + n[:, None] * skt + offs_d[None, :], mask=kv_mask, other=0.0)
         v = tl.load(v_base + n[:, None] * svt + offs_d[None, :], mask=kv_mask, other=0.0)
@@ -186,19 +212,58 @@ def _bwd_dq_kernel(Q, K, V, G, KPM, DY, LSE, DELTA, DQ,
         dp = _dot(do, tl.trans(v), IEEE).to(tl.float32)
         ds = p * (dp - delta[:, None])
         dq += _dot(ds.to(k.dtype), k, IEEE).to(tl.float32)
-    tl.store(DQ + bh * TQ * D + offs_m[:, None] * D + offs_d[None, :],
-             (dq * scale).to(DQ.dtype.element_ty), mask=q_mask)
+    tl.store(DQ + out_offs, (dq * scale).to(DQ.dtype.element_ty), mask=q_mask)
 
 
-def _config(d, dtype, interpreted):
-    """(block, block_d, forward block_m, num_warps). 64-wide tiles everywhere; on the GPU the
-    forward of 16-bit inputs with head_dim <= 64 takes 128 query rows per program (the usual
-    FlashAttention-2 shape). fp32 with head_dim > 64 halves the tiles to fit shared memory.
-    Not tuned on hardware yet: benchmarks/bench_kernels.py on a GPU is the place to do so."""
-    block_d = max(16, triton.next_power_of_2(d))
-    block = 64 if (block_d <= 64 or dtype != torch.float32) else 32
-    wide = not interpreted and dtype != torch.float32 and block_d <= 64
-    return block, block_d, (128 if wide else block), (8 if wide else 4)
+# Configurations per (kernel, head_dim class, 16-bit or fp32), the first the default. 16-bit:
+# FlashAttention-2 shapes for Hopper (128 query rows a forward program; the backward's
+# loop-invariant side 128 wide, the streamed side 32-64); every one compiles for sm_90
+# within the register file (tests/kernels/test_kernel_compile.py). Forward: BLOCK_M queries a
+# program, BLOCK_N keys a step; dk/dv: BLOCK_N keys a program, BLOCK_M queries a step; dq:
+# BLOCK_M queries a program, BLOCK_N keys a step.
+_CONFIGS = {
+    ("fwd", 64, True): [config(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=3),
+                        config(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=3),
+                        config(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=4),
+                        config(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=4)],
+    ("fwd", 128, True): [config(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3),
+                         config(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3)],
+    ("dkdv", 64, True): [config(BLOCK_N=128, BLOCK_M=32, num_warps=4, num_stages=3),
+                         config(BLOCK_N=128, BLOCK_M=64, num_warps=8, num_stages=3),
+                         config(BLOCK_N=64, BLOCK_M=64, num_warps=4, num_stages=3),
+                         config(BLOCK_N=64, BLOCK_M=32, num_warps=4, num_stages=2)],
+    ("dkdv", 128, True): [config(BLOCK_N=128, BLOCK_M=32, num_warps=8, num_stages=2),
+                          config(BLOCK_N=64, BLOCK_M=32, num_warps=4, num_stages=3),
+                          config(BLOCK_N=64, BLOCK_M=64, num_warps=8, num_stages=2)],
+    ("dq", 64, True): [config(BLOCK_M=128, BLOCK_N=32, num_warps=4, num_stages=3),
+                       config(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3),
+                       config(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3),
+                       config(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2)],
+    ("dq", 128, True): [config(BLOCK_M=128, BLOCK_N=32, num_warps=8, num_stages=2),
+                        config(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=3),
+                        config(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2)],
+}
+# fp32: the configurations that compile for sm_90 without register spills.
+_CONFIGS.update({
+    ("fwd", 64, False): [config(BLOCK_M=64, BLOCK_N=32, num_warps=8, num_stages=2)],
+    ("fwd", 128, False): [config(BLOCK_M=64, BLOCK_N=32, num_warps=8, num_stages=2)],
+    ("dkdv", 64, False): [config(BLOCK_N=32, BLOCK_M=32, num_warps=8, num_stages=2),
+                          config(BLOCK_N=32, BLOCK_M=16, num_warps=4, num_stages=2)],
+    ("dkdv", 128, False): [config(BLOCK_N=32, BLOCK_M=16, num_warps=4, num_stages=2)],
+    ("dq", 64, False): [config(BLOCK_M=64, BLOCK_N=32, num_warps=8, num_stages=2),
+                        config(BLOCK_M=32, BLOCK_N=32, num_warps=4, num_stages=2)],
+    ("dq", 128, False): [config(BLOCK_M=64, BLOCK_N=32, num_warps=8, num_stages=2),
+                         config(BLOCK_M=32, BLOCK_N=32, num_warps=4, num_stages=2)],
+})
+_KERNELS = {"fwd": _fwd_kernel, "dkdv": _bwd_dkdv_kernel, "dq": _bwd_dq_kernel}
+_PRE_BLOCK = 64  # query rows a program of the delta pass
+
+
+@functools.lru_cache(maxsize=None)
+def tuned(kernel: str, block_d: int, half: bool) -> Tuned:
+    """The autotuned launcher of `kernel` ("fwd", "dkdv", "dq") for a head_dim class."""
+    return Tuned(_KERNELS[kernel], _CONFIGS[(kernel, 64 if block_d <= 64 else 128, half)],
+                 key=["TQ", "TK"], interpreter=config(BLOCK_M=64, BLOCK_N=64))
 
 
 def _prep(q, k, v, key_padding_mask):
@@ -213,53 +278,68 @@ def _strides(q, k, v):
             v.stride(0), v.stride(1), v.stride(2))
 
 
-def gated_attention_fwd(q, k, v, gate, key_padding_mask, scale, block_m=None, block_n=None):
-    """Launches the forward: (y, o, lse) with o/y (B,H,Tq,D) contiguous, lse (B,H,Tq) fp32."""
+def live_first(gate):
+    """Head indices with the live heads (gate != 0) first, int32, on the gate's device."""
+    return torch.argsort((gate == 0).to(torch.int8), stable=True).to(torch.int32)
+
+
+def _classes(q):
+    block_d = max(16, triton.next_power_of_2(q.shape[-1]))
+    return block_d, q.dtype != torch.float32
+
+
+def gated_attention_fwd(q, k, v, gate, key_padding_mask, scale, dead_o=True, config=None):
+    """Launches the forward: (y, o, lse) with o/y (B,H,Tq,D) contiguous, lse (B,H,Tq) fp32.
+    dead_o=False: dead heads are skipped (o = 0, lse = +inf), for when no gate gradient is
+    wanted. `config` fixes BLOCK_M/BLOCK_N/warps/stages (else autotuned)."""
     q, k, v, kpm = _prep(q, k, v, key_padding_mask)
     bsz, heads, tq, d = q.shape
     tk = k.shape[2]
-    block, block_d, fwd_m, warps = _config(d, q.dtype, q.device.type == "cpu")
-    bm, bn = block_m or fwd_m, block_n or block
+    block_d, half = _classes(q)
+    gate = gate.contiguous()
     y = alloc.empty(q.shape, q.dtype, q.device)
     o = alloc.empty(q.shape, q.dtype, q.device)
     lse = alloc.empty((bsz, heads, tq), torch.float32, q.device)
     if q.numel() == 0:
         return y, o, lse
-    grid = (triton.cdiv(tq, bm), bsz * heads)
-    _fwd_kernel[grid](q, k, v, gate.contiguous(), kpm if kpm is not None else q, y, o, lse,
-                      *_strides(q, k, v), heads, tq, tk, d, scale * LOG2E,
-                      HAS_MASK=kpm is not None, IEEE=q.dtype == torch.float32,
-                      BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=block_d, num_warps=warps)
+    tuned("fwd", block_d, half).launch(
+        lambda meta: (triton.cdiv(tq, meta["BLOCK_M"]), bsz * heads),
+        q, k, v, gate, live_first(gate), kpm if kpm is not None else q, y, o, lse,
+        *_strides(q, k, v), bsz, heads, tq, tk, d, scale * LOG2E,
+        HAS_MASK=kpm is not None, IEEE=not half, DEAD_O=dead_o, BLOCK_D=block_d, config=config)
     return y, o, lse
 
 
-def gated_attention_bwd(grad, q, k, v, gate, key_padding_mask, o, lse, scale,
-                        block_m=None, block_n=None):
-    """Launches the backward: (dq, dk, dv, dgate)."""
+def gated_attention_bwd(grad, q, k, v, gate, key_padding_mask, o, lse, scale, configs=None):
+    """Launches the backward: (dq, dk, dv, dgate). `configs`: {"dkdv": cfg, "dq": cfg} fixes
+    those kernels' configurations (else autotuned)."""
     q, k, v, kpm = _prep(q, k, v, key_padding_mask)
     grad, o, lse, gate = grad.contiguous(), o.contiguous(), lse.contiguous(), gate.contiguous()
     bsz, heads, tq, d = q.shape
     tk = k.shape[2]
-    block, block_d, _, _ = _config(d, q.dtype, q.device.type == "cpu")
-    bm, bn = block_m or block, block_n or block
+    block_d, half = _classes(q)
+    configs = configs or {}
     dq = alloc.empty(q.shape, q.dtype, q.device)
     dk = alloc.empty((bsz, heads, tk, d), k.dtype, k.device)
     dv = alloc.empty((bsz, heads, tk, d), v.dtype, v.device)
-    m_blocks = triton.cdiv(tq, bm)
+    if q.numel() == 0 or k.numel() == 0:
+        return tuple(torch.zeros_like(t) for t in (q, k, v, gate))
+    m_blocks = triton.cdiv(tq, _PRE_BLOCK)
     delta = alloc.empty((bsz, heads, tq), torch.float32, q.device)
     dgate_part = alloc.empty((bsz, heads, m_blocks), torch.float32, q.device)
-    if q.numel() == 0 or k.numel() == 0:
-        z = [torch.zeros_like(t) for t in (q, k, v, gate)]
-        return tuple(z)
     _bwd_pre_kernel[(m_blocks, bsz * heads)](o, grad, gate, delta, dgate_part, heads, tq, d,
-                                             BLOCK_M=bm, BLOCK_D=block_d)
-    common = dict(HAS_MASK=kpm is not None, IEEE=q.dtype == torch.float32,
-                  BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=block_d)
-    args = (*_strides(q, k, v), heads, tq, tk, d, scale * LOG2E, scale)
+                                             BLOCK_M=_PRE_BLOCK, BLOCK_D=block_d)
+    order = live_first(gate)
+    args = (*_strides(q, k, v), bsz, heads, tq, tk, d, scale * LOG2E, scale)
+    common = dict(HAS_MASK=kpm is not None, IEEE=not half, BLOCK_D=block_d)
     mask_arg = kpm if kpm is not None else q
-    _bwd_dkdv_kernel[(triton.cdiv(tk, bn), bsz * heads)](
-        q, k, v, gate, mask_arg, grad, lse, delta, dk, dv, *args, **common)
-    _bwd_dq_kernel[(m_blocks, bsz * heads)](
-        q, k, v, gate, mask_arg, grad, lse, delta, dq, *args, **common)
+    tuned("dkdv", block_d, half).launch(
+        lambda meta: (triton.cdiv(tk, meta["BLOCK_N"]), bsz * heads),
+        q, k, v, gate, order, mask_arg, grad, lse, delta, dk, dv, *args, **common,
+        config=configs.get("dkdv"))
+    tuned("dq", block_d, half).launch(
+        lambda meta: (triton.cdiv(tq, meta["BLOCK_M"]), bsz * heads),
+        q, k, v, gate, order, mask_arg, grad, lse, delta, dq, *args, **common,
+        config=configs.get("dq"))
     dgate = dgate_part.sum(dim=(0, 2)).to(gate.dtype)
     return dq, dk, dv, dgate

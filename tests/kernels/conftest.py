@@ -42,9 +42,12 @@ def pytest_configure(config):
 
 @pytest.fixture(autouse=True)
 def _kernel_env(monkeypatch):
-    """Every kernel output starts as NaN (so unwritten elements fail); no forced backend."""
+    """Every kernel output starts as NaN (so unwritten elements fail); no forced backend; the
+    interpreter off even when the session runs with TRITON_INTERPRET=1 (`triton_device`
+    turns it on for the Triton tests)."""
     monkeypatch.setenv("SUBNET_KERNEL_POISON", "1")
     monkeypatch.delenv("SUBNET_KERNEL_BACKEND", raising=False)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     torch.manual_seed(1234)
 
 

@@ -77,3 +77,36 @@ def check_gated_attention(b, t, d, gate_kind, padded, dtype=torch.float32, devic
     dead = gate.detach() == 0  # dead heads do no dq/dk/dv work: exact zeros
     for t_ in (q, k, v):
         assert torch.all(t_.grad[:, dead] == 0)
+
+
+def program_plans():
+    """Sources and gather plans that give every copy-task kind of plan.build_program,
+    vectorisable or not: whole tensors (SPAN), kept rows of wide rows (ROWS, or SPAN when runs
+    are long), kept columns (GATHER), head-like runs of columns (GATHER, 16-byte groups), odd
+    sizes and starts (no VEC), all-kept, none-kept, one row longer than a task."""
+    sources = [torch.randn(96, 64), torch.randn(64, 96), torch.randn(4096), torch.randn(7, 5, 3),
+               torch.randn(3, 33), torch.randn(256, 1024), torch.randn(2, 3, 4, 5)]
+    heads = (torch.tensor([0, 2, 3])[:, None] * 16 + torch.arange(16)).reshape(-1)
+    plans = [(0, (torch.randperm(96)[:50].sort().values, None)),          # ROWS
+             (1, (None, torch.randperm(96)[:40].sort().values)),          # GATHER
+             (1, (None, heads)),                                          # GATHER, 16-byte groups
+             (2, (None,)), (2, (torch.arange(100, 4000),)),               # SPAN, aligned or not
+             (3, (torch.tensor([6, 0]), None, torch.tensor([2, 1]))),     # odd: GATHER no VEC
+             (4, (None, torch.arange(1, 32))),                            # contiguous columns, odd start
+             (5, (torch.arange(0, 200), None)),                           # long runs: SPAN chunks
+             (5, (None, torch.randperm(1024)[:700].sort().values)),       # many rows of gathers
+             (6, (None, None, None, None)), (0, (torch.tensor([], dtype=torch.long), None)),
+             (5, (torch.tensor([3]), torch.randint(1024, (9000,))))]      # one row over the chunk
+    return sources, plans
+
+
+def misaligned(tensors, dtype=None):
+    """The same values, each as a view one element into a larger buffer: no source is
+    16-byte aligned (the kernels must take their unvectorised paths and stay correct)."""
+    out = []
+    for t in tensors:
+        buf = torch.empty(t.numel() + 1, dtype=t.dtype, device=t.device)
+        view = buf[1:].view(t.shape)
+        view.copy_(t)
+        out.append(view)
+    return out

@@ -4,6 +4,7 @@ import torch
 
 from subnet_kernels import plan as P
 from subnet_kernels import reference as R
+from kernel_utils import program_plans
 
 
 def _random_plans(sources, n_plans=8):
@@ -78,3 +79,61 @@ def test_empty_outputs():
     table = P.build_table([w], [(0, (torch.tensor([], dtype=torch.long), None)), (0, (None, None))])
     outs = P.split_outputs(R.gather_flat([w], table.table, table.total), table)
     assert outs[0].shape == (0, 6) and torch.equal(outs[1], w)
+
+
+# --- copy programs (what the GPU backends run) -------------------------------------------
+
+@pytest.mark.parametrize("element_size", [1, 2, 4, 8])
+def test_program_copies_what_the_table_says(element_size):
+    sources, plans = program_plans()
+    table = P.build_table(sources, plans)
+    numels = [s.numel() for s in sources]
+    program = P.build_program(table.table, numels, element_size)
+    got = P.program_source_index(program, numels, table.total)
+    assert torch.equal(got, P.table_source_index(table.table))
+
+
+@pytest.mark.parametrize("element_size", [1, 2, 4, 8])
+def test_program_tasks_are_bounded_and_their_vec_claims_hold(element_size):
+    sources, plans = program_plans()
+    sources = sources + sources[:2]
+    plans = plans + _random_plans(sources, 12)
+    table = P.build_table(sources, plans)
+    program = P.build_program(table.table, [s.numel() for s in sources], element_size)
+    vec = 16 // element_size
+    tasks, offs = program.tasks, program.offsets
+    kinds = set()
+    for kind, sid, src_off, dst, nrows, ncols, rows_at, cols_at in tasks.tolist():
+        kinds.add(kind)
+        assert nrows * ncols * element_size <= P.CHUNK_BYTES or nrows * ncols == 1
+        if kind & P.VEC:  # every row start and every 16 bytes of columns aligned
+            assert ncols % vec == 0 and dst % vec == 0 and src_off % vec == 0
+            if kind & 3 != P.SPAN:
+                assert bool((offs[rows_at:rows_at + nrows] % vec == 0).all())
+            if kind & 3 == P.GATHER:
+                groups = offs[cols_at:cols_at + ncols].view(-1, vec)
+                assert bool((groups[:, 0] % vec == 0).all())
+                assert torch.equal(groups - groups[:, :1], torch.arange(vec).expand_as(groups))
+    if element_size == 4:  # the plans above exercise every kind, with and without VEC
+        assert kinds == {P.SPAN, P.ROWS, P.GATHER, P.SPAN | P.VEC, P.ROWS | P.VEC, P.GATHER | P.VEC}
+
+
+def test_program_is_cached_per_device_and_element_size():
+    sources, plans = program_plans()
+    table = P.build_table(sources, plans)
+    first = table.program(sources)
+    assert table.program(sources) is first
+    halves = [s.half() for s in sources]
+    assert table.program(halves) is not first
+
+
+def test_program_rejects_reads_outside_a_source():
+    w = torch.randn(4, 6)
+    table = P.build_table([w], [(0, (torch.tensor([1]), None))])
+    bad = table.table.clone()
+    bad[-1] = 9  # kept row 9 of 4
+    with pytest.raises(ValueError, match="past the end"):
+        P.build_program(bad, [w.numel()], 4)
+    bad[-1] = -1
+    with pytest.raises(ValueError, match="negative"):
+        P.build_program(bad, [w.numel()], 4)

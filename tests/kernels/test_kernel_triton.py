@@ -1,5 +1,6 @@
-"""The Triton kernels: on a GPU when there is one, else on the CPU through the Triton
-interpreter (marked `interpreter`; shapes kept small, the interpreter is slow)."""
+"""The Triton kernels: on a GPU when there is one (compiled; every autotune configuration is
+also run once explicitly), else on the CPU through the Triton interpreter (marked
+`interpreter`; shapes kept small, the interpreter is slow)."""
 import math
 
 import pytest
@@ -7,7 +8,8 @@ import torch
 
 import subnet_kernels as sk
 from subnet_kernels import plan as P, reference as R
-from kernel_utils import assert_close, has_cpp, check_gated_attention, make_gate, make_padding
+from kernel_utils import (assert_close, has_cpp, check_gated_attention, make_gate, make_padding, misaligned,
+                          program_plans)
 
 pytestmark = [pytest.mark.interpreter,
               # the interpreter itself trips a NumPy deprecation on every scalar index
@@ -29,7 +31,7 @@ def _tk():
 
 @pytest.mark.parametrize("act", R.ACTIVATIONS)
 @pytest.mark.parametrize("gate_kind", ["on", "off", "mixed"])
-@pytest.mark.parametrize("shape", [(1, 1, 40), (3, 21, 130)])
+@pytest.mark.parametrize("shape", [(1, 1, 40), (3, 63, 130), (1, 257, 48)])
 def test_gated_act(triton_backend, act, gate_kind, shape):
     dev = triton_backend
     n = shape[-1]
@@ -49,15 +51,40 @@ def test_gated_act(triton_backend, act, gate_kind, shape):
             assert_close(got.grad, want.grad, torch.float32, name)
 
 
+def _check_act_kernels(dev, shape, dtype, fwd_config=None, bwd_config=None, chunks=None, act="gelu"):
+    n = shape[-1]
+    x, dy = torch.randn(shape, device=dev, dtype=dtype), torch.randn(shape, device=dev, dtype=dtype)
+    b, g = torch.randn(n, device=dev, dtype=dtype), make_gate(n, "mixed", device=dev)
+    y = _tk().gated_act_fwd(x, b, g, act, config=fwd_config)
+    assert_close(y, R.gated_act(x.double(), b.double(), g.double(), act), dtype, "y")
+    got = _tk().gated_act_bwd(dy, x, b, g, act, config=bwd_config, chunks=chunks)
+    want = R.gated_act_bwd(dy.double(), x.double(), b.double(), g.double(), act)
+    for t, w, name in zip(got, want, ("dx", "dbias", "dgate")):
+        assert_close(t, w, dtype, name)
+
+
 def test_gated_act_backward_partials_over_many_programs(triton_device):
-    # Small row tiles and several row programs: the per-program partial sums must add up.
-    x = torch.randn(100, 24, device=triton_device)
-    b, g = torch.randn(24, device=triton_device), make_gate(24, "mixed", device=triton_device)
-    dy = torch.randn_like(x)
-    dx, db, dg = _tk().gated_act_bwd(dy, x, b, g, "silu", block_m=16, row_programs=3)
-    want = R.gated_act_bwd(dy.double(), x.double(), b.double(), g.double(), "silu")
-    for got, w, name in zip((dx, db, dg), want, ("dx", "dbias", "dgate")):
-        assert_close(got, w, torch.float32, name)
+    # Small tiles and several row chunks: the per-chunk partial sums must add up.
+    from subnet_kernels.triton.tuning import config
+    small = config(BLOCK_M=16, BLOCK_N=16)
+    _check_act_kernels(triton_device, (100, 24), torch.float32, small, small, chunks=3, act="silu")
+
+
+def _act_configs():
+    from subnet_kernels.triton import gated_act as A
+    return [pytest.param(which, i, id=f"{which}{i}") for which, t in (("fwd", A.FWD), ("bwd", A.BWD))
+            for i in range(len(t.configs))]
+
+
+@pytest.mark.parametrize("which, index", _act_configs())
+def test_gated_act_every_config(triton_device, which, index):
+    # Each Hopper configuration (what autotuning picks from), on rows and units that leave
+    # partial tiles; bf16 on a GPU, fp32 in the interpreter.
+    from subnet_kernels.triton import gated_act as A
+    cfg = (A.FWD if which == "fwd" else A.BWD).configs[index]
+    dtype = torch.bfloat16 if triton_device == "cuda" else torch.float32
+    _check_act_kernels(triton_device, (5, 33, 1040), dtype, cfg if which == "fwd" else None,
+                       cfg if which == "bwd" else None)
 
 
 def test_gated_act_float16(triton_backend):
@@ -72,11 +99,12 @@ def test_gated_act_float16(triton_backend):
 
 # --- gated_attention ------------------------------------------------------------------
 
-# A spread over T {1, 63, 128, 257}, head_dim {40, 64}, B {1, 3}, gates and padding.
+# A spread over T {1, 63, 128, 257}, head_dim {40, 64, 128}, B {1, 3}, gates and padding.
 TRITON_ATTN_CASES = [
     (1, 1, 40, "mixed", False), (3, 1, 64, "on", True), (1, 63, 64, "mixed", True),
     (3, 63, 40, "off", False), (3, 63, 64, "on", True), (1, 128, 40, "on", False),
     (3, 128, 64, "mixed", True), (1, 257, 64, "mixed", False), (3, 257, 40, "mixed", True),
+    (2, 63, 128, "mixed", True),
 ]
 
 
@@ -85,15 +113,68 @@ def test_gated_attention(triton_backend, b, t, d, gate_kind, padded):
     check_gated_attention(b, t, d, gate_kind, padded, device=triton_backend, heads=2 if t > 128 else 3)
 
 
+@pytest.mark.parametrize("gate_kind", ["off", "mixed"])
+def test_gated_attention_frozen_gate_skips_dead_heads(triton_backend, gate_kind):
+    # No gate gradient wanted: dead heads do no forward work either; y and dq/dk/dv unchanged.
+    dev = triton_backend
+    q, k, v = (torch.randn(2, 4, 45, 32, device=dev, requires_grad=True) for _ in range(3))
+    gate = make_gate(4, gate_kind, device=dev)
+    mask = make_padding(2, 45, dev)
+    y = sk.gated_attention(q, k, v, gate, mask)
+    dy = torch.randn_like(y)
+    y.backward(dy)
+    ref = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    yd = R.gated_attention(*ref, gate.double(), mask)
+    yd.backward(dy.double())
+    assert_close(y, yd, torch.float32, "y")
+    dead = gate == 0
+    assert torch.all(y[:, dead] == 0)
+    for t, w, name in zip((q, k, v), ref, "qkv"):
+        assert_close(t.grad, w.grad, torch.float32, "d" + name)
+        assert torch.all(t.grad[:, dead] == 0)
+
+
+def _attn_configs():
+    from subnet_kernels.triton import gated_attention as A
+    return [pytest.param(kernel, block_d, half, i, id=f"{kernel}-d{block_d}-{'16bit' if half else 'fp32'}-{i}")
+            for (kernel, block_d, half), cfgs in A._CONFIGS.items() for i in range(len(cfgs))]
+
+
+@pytest.mark.parametrize("kernel, block_d, half, index", _attn_configs())
+def test_gated_attention_every_config(triton_device, kernel, block_d, half, index):
+    # Each configuration autotuning picks from, with partial blocks, padding (one batch
+    # fully padded) and a dead head: bf16 on a GPU, fp16 in the interpreter for 16-bit lists.
+    from subnet_kernels.triton import gated_attention as A
+    cfg = A._CONFIGS[(kernel, block_d, half)][index]
+    dtype = (torch.bfloat16 if triton_device == "cuda" else torch.float16) if half else torch.float32
+    dev, d, t = triton_device, (40 if block_d == 64 else 80), 70
+    q, k, v = (torch.randn(2, 3, t, d, device=dev, dtype=dtype) for _ in range(3))
+    gate = torch.tensor([0.5, 0.0, 1.0], device=dev)
+    mask = make_padding(2, t, dev)
+    scale = 1 / math.sqrt(d)
+    qd, kd, vd, gd = (t_.double() for t_ in (q, k, v, gate))
+    yr, orr, lr = R.attention_parts(qd, kd, vd, gd, mask, scale)
+    y, o, lse = _tk().gated_attention_fwd(q, k, v, gate, mask, scale, config=cfg if kernel == "fwd" else None)
+    assert_close(y, yr, dtype, "y")
+    dy = torch.randn_like(q)
+    got = _tk().gated_attention_bwd(dy, q, k, v, gate, mask, o, lse, scale,
+                                    configs={kernel: cfg} if kernel != "fwd" else None)
+    want = R.gated_attention_bwd(dy.double(), qd, kd, vd, gd, mask, orr, lr, scale)
+    for g_, w, name in zip(got, want, ("dq", "dk", "dv", "dgate")):
+        assert_close(g_, w, dtype, name)
+
+
 @pytest.mark.parametrize("t, padded", [(37, True), (50, False)])
 def test_gated_attention_small_blocks(triton_device, t, padded):
     # 16-wide tiles: many query/key blocks, partial last blocks, masks across blocks.
+    from subnet_kernels.triton.tuning import config
+    small = config(BLOCK_M=16, BLOCK_N=16)
     dev, d = triton_device, 24
     q, k, v = (torch.randn(2, 2, t, d, device=dev) for _ in range(3))
     gate = torch.tensor([0.7, 0.0], device=dev)
     mask = make_padding(2, t, dev) if padded else None  # batch 1 fully padded
     scale = 1 / math.sqrt(d)
-    y, o, lse = _tk().gated_attention_fwd(q, k, v, gate, mask, scale, block_m=16, block_n=16)
+    y, o, lse = _tk().gated_attention_fwd(q, k, v, gate, mask, scale, config=small)
     qd, kd, vd, gd = (t_.double() for t_ in (q, k, v, gate))
     yr, orr, lr = R.attention_parts(qd, kd, vd, gd, mask, scale)
     assert_close(y, yr, torch.float32, "y")
@@ -102,7 +183,7 @@ def test_gated_attention_small_blocks(triton_device, t, padded):
     finite = torch.isfinite(lr)
     assert_close(lse[finite], lr[finite], torch.float32, "lse")
     dy = torch.randn_like(q)
-    got = _tk().gated_attention_bwd(dy, q, k, v, gate, mask, o, lse, scale, block_m=16, block_n=16)
+    got = _tk().gated_attention_bwd(dy, q, k, v, gate, mask, o, lse, scale, configs={"dkdv": small, "dq": small})
     want = R.gated_attention_bwd(dy.double(), qd, kd, vd, gd, mask, orr, lr, scale)
     for g_, w, name in zip(got, want, ("dq", "dk", "dv", "dgate")):
         assert_close(g_, w, torch.float32, name)
@@ -145,13 +226,44 @@ def test_gather_compact(triton_backend, dtype):
         assert got.dtype == dtype and torch.equal(got, want)
 
 
-def test_gather_compact_programs_stride_over_large_outputs(triton_device):
-    w = torch.randn(40, 30, device=triton_device)
-    plans = [(0, (torch.randperm(40)[:25], torch.randperm(30)[:17])), (0, (None, None))]
-    table = P.build_table([w], plans)
-    flat = _tk().gather_flat([w], table.table, table.total, block=16, max_programs=3)
-    for got, want in zip(P.split_outputs(flat, table), R.gather_compact([w], plans)):
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int8])
+def test_gather_every_task_kind(triton_backend, dtype, aligned):
+    # Every task kind with and without 16-byte vectors; misaligned sources take the others.
+    sources, plans = program_plans()
+    sources = [(s * 50).to(device=triton_backend, dtype=dtype) for s in sources]
+    if not aligned:
+        sources = misaligned(sources)
+    for got, want in zip(sk.gather_compact(sources, plans), R.gather_compact(sources, plans)):
         assert torch.equal(got, want)
+
+
+def test_gather_small_tiles_and_reused_program(triton_device):
+    w = torch.randn(40, 30, device=triton_device)
+    plans = [(0, (torch.randperm(40)[:25], torch.randperm(30)[:17])), (0, (None, None)),
+             (0, (torch.arange(5, 30), None))]
+    table = P.build_table([w], plans)
+    program = table.program([w])
+    for _ in range(2):  # the same cached program twice
+        flat = _tk().gather_run([w], program.tasks, program.offsets, table.total, block=16, block_r=2, block_c=16)
+        for got, want in zip(P.split_outputs(flat, table), R.gather_compact([w], plans)):
+            assert torch.equal(got, want)
+    assert table.program([w]) is program
+
+
+def test_gather_skips_tasks_out_of_range(triton_device):
+    # A program the host could not have built reads and writes nothing out of range.
+    w = torch.arange(12.0, device=triton_device)
+    tasks = torch.tensor([[P.SPAN, 0, 10, 0, 1, 4, -1, -1],      # reads past the source
+                          [P.SPAN, 1, 0, 0, 1, 4, -1, -1],       # no source 1
+                          [P.SPAN, 0, 0, 6, 1, 4, -1, -1],       # writes past the output
+                          [P.ROWS, 0, 0, 0, 1, 4, 5, -1],        # row offsets past `offsets`
+                          [P.GATHER, 0, 0, 4, 1, 1, 0, 1],       # column offset 99
+                          [P.SPAN, 0, 2, 0, 1, 4, -1, -1]],      # the one valid task
+                         dtype=torch.long, device=triton_device)
+    offsets = torch.tensor([0, 99], dtype=torch.long, device=triton_device)
+    out = _tk().gather_run([w], tasks, offsets, 8)
+    assert torch.equal(out[:4], w[2:6]) and torch.isnan(out[4:]).all()
 
 
 def test_opcheck_triton(triton_backend):
