@@ -36,7 +36,7 @@ demo: $(STAMP)
 results: $(STAMP)
 	bash .ci/install-real.sh
 	bash .ci/install-audio.sh
-	$(VENV)/bin/python -m subnet.experiments --out results --reports docs/results
+	$(VENV)/bin/python -m experiments --out results --reports docs/results
 
 clean:
 	rm -rf $(VENV) build *.egg-info python/*.egg-info

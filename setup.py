@@ -58,6 +58,9 @@ setup(
     version="0.1.0",
     description="Extract small, fast, task-specific subnetworks from pretrained audio encoders",
     python_requires=">=3.10",
+    # what `import subnet` and the `subnet` command need; requirements.txt pins the tested stack
+    install_requires=["torch>=2.4", "torchaudio>=2.4", "numpy>=1.24", "transformers>=4.46", "safetensors>=0.4",
+                      "soundfile>=0.12", "tqdm>=4.66", "matplotlib>=3.8", "onnx>=1.16", "onnxruntime>=1.18"],
     package_dir={"subnet": "python/subnet", "subnet_kernels": "subnet_kernels"},
     packages=["subnet"] + ["subnet." + p for p in find_packages("python/subnet")]
     + (["subnet_kernels"] + ["subnet_kernels." + p for p in find_packages("subnet_kernels")]

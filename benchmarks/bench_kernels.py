@@ -26,17 +26,17 @@ import argparse
 import contextlib
 import json
 import os
-import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "python")]
 import subnet_kernels as sk  # noqa: E402
+from subnet.measure.environment import environment  # noqa: E402
+from subnet_kernels.timing import interleaved_times, medians  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -55,34 +55,9 @@ def backend(name):
             os.environ["SUBNET_KERNEL_BACKEND"] = before
 
 
-def _timer(device):
-    if device == "cuda":
-        def run(fn):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            return start.elapsed_time(end) / 1e3
-    else:
-        def run(fn):
-            t0 = time.perf_counter()
-            fn()
-            return time.perf_counter() - t0
-    return run
-
-
 def compare(fns: dict, device: str, reps: int, warmup: int = 2) -> dict:
-    """Median seconds of each callable, measured interleaved."""
-    timed = _timer(device)
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times = {name: [] for name in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            times[name].append(timed(fn))
-    return {name: statistics.median(t) for name, t in times.items()}
+    """Median seconds of each callable, measured interleaved (the one timer: subnet_kernels.timing)."""
+    return medians(interleaved_times(fns, reps, warmup, device=device))
 
 
 def roofline(device, reps) -> dict:
@@ -309,24 +284,6 @@ def bench_attention(rows, device, reps, roof):
                                grad=True, dead_o=True)
                 med = compare({"sdpa+gate": sdpa_both, f"{label} ({picked})": ours(gate_values)}, device, reps)
                 report(rows, title, med, "sdpa+gate", [f"{label} ({picked})"], work=work, roof=roof)
-
-
-def environment(device):
-    info = {"device": torch.cuda.get_device_name() if device == "cuda" else platform.processor()
-            or platform.machine(), "torch": torch.__version__, "python": platform.python_version(),
-            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
-    try:
-        import triton
-        info["triton"] = triton.__version__
-    except ImportError:
-        pass
-    if device == "cpu":
-        with contextlib.suppress(OSError):
-            for line in open("/proc/cpuinfo"):
-                if line.startswith("model name"):
-                    info["device"] = line.split(":", 1)[1].strip()
-                    break
-    return info
 
 
 def main(argv=None):

@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "python"), str(ROOT), str(ROOT / "benchmarks")]  # runs from a checkout
 
 import subnet  # noqa: E402
-from subnet.measure.timing import count_flops  # noqa: E402
+from subnet.measure.flops import count_flops  # noqa: E402
+from subnet_kernels.timing import interleaved_times, medians  # noqa: E402
 from subnet.families.base import apply_slices  # noqa: E402
 
 
@@ -60,20 +61,8 @@ def uniform_keep(mm, fraction: float, seed: int = 0) -> dict:
 
 
 def interleaved(fns: dict, repeats: int, warmup: int = 2, cuda: bool = False) -> dict:
-    """Median seconds per call, calls interleaved after warm-up (on CUDA: synchronised)."""
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    for f in fns.values():
-        for _ in range(warmup):
-            f()
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, f in fns.items():
-            sync()
-            t0 = time.perf_counter()
-            f()
-            sync()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    """Median seconds per call, calls interleaved after warm-up (the one timer: subnet_kernels.timing)."""
+    return medians(interleaved_times(fns, repeats, warmup, device="cuda" if cuda else "cpu"))
 
 
 def training_step(name: str, model, batch: int, seconds: float, repeats: int) -> dict:

@@ -42,7 +42,7 @@ sys.path[:0] = [str(ROOT / "python"), str(ROOT), str(ROOT / "benchmarks")]
 
 from paper_style import paper_style  # noqa: E402
 from subnet import load_backbone  # noqa: E402
-from subnet.experiments import EXPERIMENTS, Protocol  # noqa: E402
+from experiments.runner import EXPERIMENTS, Protocol  # noqa: E402
 from subnet.training.extract import finish, prepare_backbone, setup_run  # noqa: E402
 from subnet.training.loop import Extractor, loop_step  # noqa: E402
 

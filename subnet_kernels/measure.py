@@ -4,15 +4,16 @@ Inputs are fresh random tensors of the caller's shapes and dtypes (never zeros; 
 private generator, so the caller's random state is untouched), except the gate and the
 key-padding mask, taken as given: which heads are dead and which keys are padding change
 the work. Each candidate is warmed up (Triton compiles and autotunes there), then all are
-timed interleaved with CUDA events; the median of `reps` runs. A candidate that raises is
+timed interleaved (subnet_kernels.timing: CUDA events); the median of `reps` runs. A candidate that raises is
 reported as failed and not chosen.
 """
 from __future__ import annotations
 
 import math
-import statistics
 
 import torch
+
+from .timing import interleaved_times, medians
 
 
 def _random_like(t, gen, grad):
@@ -67,7 +68,8 @@ def _runner(op, backend, inputs, mode, gen):
 
 def time_backends(op: str, inputs, candidates, reps: int = 5, warmup: int = 2, **mode):
     """({backend: median ms}, {backend: error}) for each candidate on inputs like `inputs`."""
-    gen = torch.Generator(device=next(t for t in inputs if isinstance(t, torch.Tensor)).device)
+    device = next(t for t in inputs if isinstance(t, torch.Tensor)).device
+    gen = torch.Generator(device=device)
     gen.manual_seed(0)
     runs, failed = {}, {}
     for name in candidates:
@@ -75,17 +77,10 @@ def time_backends(op: str, inputs, candidates, reps: int = 5, warmup: int = 2, *
             fn = _runner(op, name, inputs, mode, gen)
             for _ in range(warmup):
                 fn()
-            torch.cuda.synchronize()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             runs[name] = fn
         except Exception as e:  # e.g. a Triton compile failure or out of memory on this shape
             failed[name] = f"{type(e).__name__}: {e}"[:300]
-    times = {name: [] for name in runs}
-    for _ in range(reps):
-        for name, fn in runs.items():
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times[name].append(start.elapsed_time(end))
-    return {name: statistics.median(t) for name, t in times.items()}, failed
+    times = interleaved_times(runs, reps, warmup=0, device=device.type)
+    return {name: 1e3 * t for name, t in medians(times).items()}, failed

@@ -1,7 +1,6 @@
 """subnet baseline probe|scratch|random|refit|importance on a tiny random Whisper encoder and tones."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
@@ -9,7 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 import subnet
-from subnet.training.baselines import (add_baseline_parser, gate_importance, random_init, random_keep, reference_info,
+from subnet.cli import parser
+from subnet.training.baselines import (gate_importance, random_init, random_keep, reference_info,
                               top_keep)
 from subnet.training.extract import extract
 from subnet.training.loop import ExtractConfig
@@ -31,13 +31,11 @@ def reference(tiny_whisper, tones, tmp_path_factory):  # noqa: F811
 
 
 def baseline(method, tiny_whisper, tones, out, *extra):  # noqa: F811
-    p = argparse.ArgumentParser(prog="subnet")
-    add_baseline_parser(p.add_subparsers(dest="command", required=True))
     argv = ["baseline", method, "--train", str(tones / "train"), "--valid", str(tones / "valid"),
             "--test", str(tones / "test"), "--max-seconds", "1", "--quiet", "--out", str(out), *extra]
     if method != "scratch":
         argv += ["--backbone", str(tiny_whisper)]
-    args = p.parse_args(argv)
+    args = parser().parse_args(argv)
     assert args.func(args) == 0
     return json.loads((out / "metrics.json").read_text())
 
@@ -134,7 +132,7 @@ def test_gate_importance_is_the_gate_gradient(tiny_whisper):  # noqa: F811
     assert set(scores) == set(ex.masked.groups) and all(s.min() >= 0 for s in scores.values())
     assert not any(p.requires_grad for p in ex.masked.logits)  # left as it found them
     # compare one group against a finite difference of the loss in its gate
-    from subnet.training.loop import task_loss
+    from subnet.training.tasks import task_named
     name = next(n for n, g in ex.masked.groups.items() if g.kind == "head")
     with torch.no_grad():
         def loss(gate_on):
@@ -142,7 +140,7 @@ def test_gate_importance_is_the_gate_gradient(tiny_whisper):  # noqa: F811
             keep[name][0] = gate_on
             ex.masked.set_keep(keep)
             out, frames = ex.pipeline(b.waves, b.lengths)
-            return float(task_loss("classify", out, frames, b.targets))
+            return float(task_named("classify").loss(out, frames, b.targets))
         full, without = loss(True), loss(False)
     # first order: L(g=0) - L(g=1) ~ -dL/dg; same sign and magnitude within a loose factor
     assert scores[name][0] / 2 == pytest.approx(abs(full - without), rel=0.9, abs=1e-4)

@@ -8,7 +8,8 @@ import torch
 
 import subnet
 from builders import build
-from subnet.measure import bench as benchcli
+from subnet.cli import main
+from subnet.measure import bench, timing
 
 
 def _artifact(kind, path):
@@ -36,30 +37,30 @@ def _stats(median, p10, p90):
 
 # --- the verdict -----------------------------------------------------------------------------
 def test_overlapping_spreads_are_no_speedup():
-    c = benchcli.compare(_stats(1.0, 0.8, 1.3), _stats(1.1, 0.9, 1.4))
-    assert c["speedup"] is None and c["verdict"] == benchcli.NO_DIFFERENCE
+    c = timing.compare(_stats(1.0, 0.8, 1.3), _stats(1.1, 0.9, 1.4))
+    assert c["speedup"] is None and c["verdict"] == timing.NO_DIFFERENCE
     assert c["latency_ratio"] == pytest.approx(1.1)  # the raw ratio stays in the JSON
-    assert benchcli.verdict_text(c) == benchcli.NO_DIFFERENCE
+    assert timing.verdict_text(c) == timing.NO_DIFFERENCE
 
 
 def test_separated_spreads_give_a_speedup_or_a_slowdown():
-    faster = benchcli.compare(_stats(1.0, 0.95, 1.05), _stats(2.0, 1.9, 2.1))
+    faster = timing.compare(_stats(1.0, 0.95, 1.05), _stats(2.0, 1.9, 2.1))
     assert faster["verdict"] == "faster" and faster["speedup"] == pytest.approx(2.0)
     lo, hi = faster["ratio_range"]
     assert lo == pytest.approx(1.9 / 1.05) and hi == pytest.approx(2.1 / 0.95)
-    assert benchcli.verdict_text(faster).startswith("x2.00")
-    slower = benchcli.compare(_stats(2.0, 1.9, 2.1), _stats(1.0, 0.95, 1.05))
+    assert timing.verdict_text(faster).startswith("x2.00")
+    slower = timing.compare(_stats(2.0, 1.9, 2.1), _stats(1.0, 0.95, 1.05))
     assert slower["verdict"] == "slower" and slower["speedup"] == pytest.approx(0.5)
 
 
 def test_touching_spreads_are_no_speedup():
     # model p90 == baseline p10: the range reaches exactly 1.0
-    c = benchcli.compare(_stats(1.0, 0.9, 1.2), _stats(1.5, 1.2, 1.6))
+    c = timing.compare(_stats(1.0, 0.9, 1.2), _stats(1.5, 1.2, 1.6))
     assert c["speedup"] is None
 
 
 def test_summarize():
-    s = benchcli.summarize([float(i) for i in range(1, 12)], batch=4, seconds=2.0)
+    s = timing.summarize([float(i) for i in range(1, 12)], batch=4, seconds=2.0)
     assert s["median_s"] == 6.0 and s["p10_s"] == 2.0 and s["p90_s"] == 10.0 and s["n"] == 11
     assert s["clips_per_s"] == pytest.approx(4 / 6) and s["audio_s_per_s"] == pytest.approx(8 / 6)
 
@@ -69,7 +70,7 @@ def test_calls_are_interleaved_after_warmup():
     calls = []
     fns = {name: (lambda name=name: calls.append(name)) for name in ("a", "b")}
     clock = iter(range(100))
-    times = benchcli.interleaved_times(fns, repeats=4, warmup=2, timed=lambda fn: (fn(), next(clock))[1])
+    times = timing.interleaved_times(fns, repeats=4, warmup=2, timed=lambda fn: (fn(), next(clock))[1])
     assert calls == ["a", "b"] * 2 + ["a", "b", "b", "a", "a", "b", "b", "a"]
     assert times == {"a": [0, 3, 4, 7], "b": [1, 2, 5, 6]}
 
@@ -78,11 +79,11 @@ def test_calls_are_interleaved_after_warmup():
 def test_inputs_through_the_front_end():
     gen = torch.Generator().manual_seed(0)
     w2v = build("wav2vec2")
-    inputs, note = benchcli.make_inputs(w2v, subnet.family_of(w2v), 3, 0.25, gen)
+    inputs, note = bench.make_inputs(w2v, subnet.family_of(w2v), 3, 0.25, gen)
     assert list(inputs["input_values"].shape) == [3, 4000] and note == ""
     whisper = build("whisper")
     enc = subnet.family_of(whisper).fit_seconds(whisper, 0.2)  # window 0.26 s -> 0.2 s
-    inputs, _ = benchcli.make_inputs(enc, subnet.family_of(enc), 2, 0.2, gen)
+    inputs, _ = bench.make_inputs(enc, subnet.family_of(enc), 2, 0.2, gen)
     assert list(inputs["input_features"].shape) == [2, 16, 20]
     enc(**inputs)
 
@@ -91,14 +92,14 @@ def test_whisper_window_is_a_limit():
     enc = build("whisper")
     family = subnet.family_of(enc)
     with pytest.raises(ValueError, match="at most 0.26 s"):
-        benchcli.make_inputs(family.fit_seconds(enc, 1.0), family, 1, 1.0, torch.Generator())
+        bench.make_inputs(family.fit_seconds(enc, 1.0), family, 1, 1.0, torch.Generator())
 
 
 @pytest.mark.parametrize("kind", ["torch-batch", "torch-seq-prenorm"])
 def test_inputs_of_a_feature_encoder(kind):
     """nn.TransformerEncoder takes features: a d_model-bin log-mel, 100 frames a second."""
     model = build(kind)
-    inputs, note = benchcli.make_inputs(model, subnet.family_of(model), 3, 0.5, torch.Generator())
+    inputs, note = bench.make_inputs(model, subnet.family_of(model), 3, 0.5, torch.Generator())
     shape = [3, 51, 40] if kind == "torch-batch" else [51, 3, 40]
     assert list(inputs["src"].shape) == shape and note == ""
     model(**inputs)
@@ -107,7 +108,7 @@ def test_inputs_of_a_feature_encoder(kind):
 # --- the command --------------------------------------------------------------------------------
 def test_compact_against_its_dense_base(whisper_dir, tmp_path, capsys, one_thread):
     out = tmp_path / "bench.json"
-    assert benchcli.main(["bench", str(whisper_dir), "--batch", "1,2", "--seconds", "0.2", "--repeats", "3",
+    assert main(["bench", str(whisper_dir), "--batch", "1,2", "--seconds", "0.2", "--repeats", "3",
                           "--warmup", "1", "--json", str(out), *one_thread]) == 0
     text = capsys.readouterr().out
     assert "compact" in text and "dense" in text
@@ -129,12 +130,12 @@ def test_compact_against_its_dense_base(whisper_dir, tmp_path, capsys, one_threa
         c = run["comparison"]
         assert {"latency_ratio", "ratio_range", "speedup", "verdict", "ideal_speedup", "fraction_of_ideal"} <= set(c)
         assert c["ideal_speedup"] == pytest.approx(run["dense"]["flops"] / run["compact"]["flops"])
-        assert (c["speedup"] is None) == (c["verdict"] == benchcli.NO_DIFFERENCE)
+        assert (c["speedup"] is None) == (c["verdict"] == timing.NO_DIFFERENCE)
 
 
 def test_vs_and_single_model(whisper_dir, tmp_path, one_thread):
     out = tmp_path / "vs.json"
-    benchcli.main(["bench", str(whisper_dir), "--vs", str(whisper_dir), "--batch", "1", "--seconds", "0.1",
+    main(["bench", str(whisper_dir), "--vs", str(whisper_dir), "--batch", "1", "--seconds", "0.1",
                    "--repeats", "2", "--warmup", "0", "--no-memory", "--json", str(out), *one_thread])
     report = json.loads(out.read_text())
     assert list(report["models"]) == ["model", "baseline"]
@@ -142,7 +143,7 @@ def test_vs_and_single_model(whisper_dir, tmp_path, one_thread):
     assert run["model"]["flops"] == run["baseline"]["flops"] and "memory" not in run["model"]
     enc_dir = tmp_path / "enc"
     build("whisper").save_pretrained(enc_dir)
-    benchcli.main(["bench", str(enc_dir), "--batch", "1", "--seconds", "0.1", "--repeats", "2", "--no-flops",
+    main(["bench", str(enc_dir), "--batch", "1", "--seconds", "0.1", "--repeats", "2", "--no-flops",
                    "--json", str(out), *one_thread])
     report = json.loads(out.read_text())
     assert list(report["models"]) == ["model"] and "comparison" not in report["runs"][0]
@@ -152,13 +153,13 @@ def test_vs_and_single_model(whisper_dir, tmp_path, one_thread):
 @pytest.mark.slow
 def test_compiled_models(whisper_dir, tmp_path, one_thread):
     out = tmp_path / "compiled.json"
-    assert benchcli.main(["bench", str(whisper_dir), "--compile", "--batch", "1", "--seconds", "0.1",
+    assert main(["bench", str(whisper_dir), "--compile", "--batch", "1", "--seconds", "0.1",
                           "--repeats", "2", "--warmup", "1", "--json", str(out), *one_thread]) == 0
     report = json.loads(out.read_text())
     assert report["environment"]["compiled"] == "default"
     run = report["runs"][0]
     assert run["compact"]["flops"] < run["dense"]["flops"] and run["compact"]["n"] == 2
-    assert "torch.compile" in benchcli.format_report(report)
+    assert "torch.compile" in bench.format_report(report)
 
 
 def test_onnxruntime_runtime(whisper_dir, tmp_path, one_thread, monkeypatch):
@@ -168,20 +169,20 @@ def test_onnxruntime_runtime(whisper_dir, tmp_path, one_thread, monkeypatch):
     def counted(*args, **kw):
         built.append(args[0])
         return runner(*args, **kw)
-    runner = benchcli.onnx_runner
-    monkeypatch.setattr(benchcli, "onnx_runner", counted)
-    assert benchcli.main(["bench", str(whisper_dir), "--runtime", "onnxruntime", "--batch", "2", "--seconds", "0.2",
+    runner = bench.onnx_runner
+    monkeypatch.setattr(bench, "onnx_runner", counted)
+    assert main(["bench", str(whisper_dir), "--runtime", "onnxruntime", "--batch", "2", "--seconds", "0.2",
                           "--repeats", "2", "--warmup", "1", "--no-memory", "--json", str(out), *one_thread]) == 0
     report = json.loads(out.read_text())
     assert report["environment"]["runtime"].startswith("onnxruntime ")
     run = report["runs"][0]
     assert run["compact"]["flops"] < run["dense"]["flops"] and run["compact"]["n"] == run["dense"]["n"] == 2
-    assert "onnxruntime" in benchcli.format_report(report) and len(built) == 2
+    assert "onnxruntime" in bench.format_report(report) and len(built) == 2
     # what is timed computes the model: the session's output is the PyTorch encoder's
     from subnet.export import onnx_runner
-    subject = benchcli.load_subject(str(whisper_dir))
+    subject = bench.load_subject(str(whisper_dir))
     model = subject.family.fit_seconds(subject.model, 0.2)
-    inputs, _ = benchcli.make_inputs(model, subject.family, 2, 0.2, torch.Generator().manual_seed(3))
+    inputs, _ = bench.make_inputs(model, subject.family, 2, 0.2, torch.Generator().manual_seed(3))
     got = torch.from_numpy(onnx_runner(model, subject.family, inputs)()[0])
     with torch.no_grad():
         want = subject.family.main_output(subject.family.run_probe(model.double(), {
@@ -191,11 +192,11 @@ def test_onnxruntime_runtime(whisper_dir, tmp_path, one_thread, monkeypatch):
 
 def test_bad_arguments(whisper_dir):
     with pytest.raises(SystemExit):
-        benchcli.main(["bench", str(whisper_dir), "--batch", "0"])
+        main(["bench", str(whisper_dir), "--batch", "0"])
     with pytest.raises(SystemExit, match="at most"):
-        benchcli.main(["bench", str(whisper_dir), "--seconds", "5"])
+        main(["bench", str(whisper_dir), "--seconds", "5"])
     with pytest.raises(SystemExit, match="onnxruntime runs fp32 on the CPU"):
-        benchcli.main(["bench", str(whisper_dir), "--runtime", "onnxruntime", "--dtype", "bf16"])
+        main(["bench", str(whisper_dir), "--runtime", "onnxruntime", "--dtype", "bf16"])
 
 
 def test_pytest_benchmark_suites_run():
@@ -208,3 +209,25 @@ def test_pytest_benchmark_suites_run():
                           "no:cacheprovider"], cwd=root, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert " passed" in res.stdout and "failed" not in res.stdout
+
+
+def test_metrics_json_and_subnet_bench_agree_on_the_same_timings():
+    """metrics.json's latency (interleaved_latency) and `subnet bench` (run_bench) summarise
+    per-call times with one rule: the same timings give the same median, p10 and p90."""
+    clock = [0.011, 0.009, 0.013, 0.010, 0.030, 0.012, 0.008, 0.011, 0.010, 0.014, 0.009, 0.012]
+
+    def fake_timer():
+        it = iter(clock * 4)
+        return lambda fn: (fn(), next(it))[1]
+
+    model = build("wav2vec2")
+    inputs, _ = bench.make_inputs(model, subnet.family_of(model), 1, 0.1, torch.Generator().manual_seed(0))
+    lat = timing.interleaved_latency({"m": model}, inputs, repeats=len(clock), warmup=0, timed=fake_timer())
+    subject = bench.Subject(model, "w2v", "backbone", None)
+    report = bench.run_bench({"model": subject}, batches=(1,), seconds=(0.1,), repeats=len(clock), warmup=0,
+                             flops=False, memory=False, timed=fake_timer())
+    ran = report["runs"][0]["model"]
+    assert ran["times_s"] == clock
+    for key in ("median_s", "p10_s", "p90_s"):
+        assert lat["m"][key] == ran[key], key
+    assert (lat["m"]["p10_s"], lat["m"]["p90_s"]) == pytest.approx((0.009, 0.0139))  # inclusive quantiles of `clock`

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from subnet.data import load_dataset
-from subnet.cli.data import data_main
+from subnet.cli import main
 from subnet.data.degrade import degrade, degrade_config
 
 CLIPS = [  # (path, label, split, rate, seconds)
@@ -92,12 +92,12 @@ def test_snr_of_the_output(source, tmp_path, snr):
 
 def test_folder_tree_and_cli(source, tmp_path, capsys):
     out = tmp_path / "cli"
-    assert data_main(["degrade", str(source.parent / "train"), "--out", str(out), "--band", "lowpass:2000",
+    assert main(["data", "degrade", str(source.parent / "train"), "--out", str(out), "--band", "lowpass:2000",
                       "--seed", "2", "--quiet"]) == 0
     rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert [(r["path"], r["label"]) for r in rows] == [("no/b.wav", "no"), ("yes/a.wav", "yes")]
     assert json.loads((out / "recipe.json").read_text())["settings"]["cutoff"] == [2000.0, 2000.0]
-    assert data_main(["degrade", str(source), "--out", str(out), "--noise-snr", "5", "--quiet"]) == 2  # not empty
-    assert data_main(["degrade", str(source), "--out", str(tmp_path / "none"), "--quiet"]) == 2  # nothing asked
-    assert data_main(["degrade", str(source), "--out", str(tmp_path / "x"), "--band", "fm", "--quiet"]) == 2
+    assert main(["data", "degrade", str(source), "--out", str(out), "--noise-snr", "5", "--quiet"]) == 2  # not empty
+    assert main(["data", "degrade", str(source), "--out", str(tmp_path / "none"), "--quiet"]) == 2  # nothing asked
+    assert main(["data", "degrade", str(source), "--out", str(tmp_path / "x"), "--band", "fm", "--quiet"]) == 2
     assert "nothing to degrade" in capsys.readouterr().err

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from subnet.data import load_dataset
-from subnet.cli.data import data_main
+from subnet.cli import main
 from subnet.data.recipes import RECIPES, ToolMissing, build_recipe
 from subnet.data.recipes import digits_real, gm
 from subnet.data.recipes.midi import Note, _vlq, midi_bytes
@@ -114,24 +114,24 @@ def test_cli_build_check_list(tmp_path, capsys):
     out = tmp_path / "digits"
     if digits_real.digit_files("en") is None:
         pytest.skip("asterisk-core-sounds-en-wav is not installed")
-    assert data_main(["build", "digits-real", "--out", str(out), "--size", "tiny", "--quiet"]) == 0
+    assert main(["data", "build", "digits-real", "--out", str(out), "--size", "tiny", "--quiet"]) == 0
     assert "digits-real: 10 clips (test 10)" in capsys.readouterr().out
     assert json.loads((out / "recipe.json").read_text())["status"] == "done"
-    assert data_main(["build", "digits-real", "--out", str(out), "--size", "tiny", "--quiet"]) == 2
+    assert main(["data", "build", "digits-real", "--out", str(out), "--size", "tiny", "--quiet"]) == 2
     assert "--force" in capsys.readouterr().err
-    assert data_main(["build", "digits-real", "--out", str(out), "--size", "tiny", "--quiet", "--force"]) == 0
-    assert data_main(["check", str(out / "manifest.jsonl"), "--quiet", "--json", str(tmp_path / "s.json")]) == 0
+    assert main(["data", "build", "digits-real", "--out", str(out), "--size", "tiny", "--quiet", "--force"]) == 0
+    assert main(["data", "check", str(out / "manifest.jsonl"), "--quiet", "--json", str(tmp_path / "s.json")]) == 0
     assert json.loads((tmp_path / "s.json").read_text())["clips"] == 10
     (out / "test" / "zero" / "en_0.wav").write_bytes(b"")
-    assert data_main(["check", str(out / "manifest.jsonl"), "--quiet"]) == 1
+    assert main(["data", "check", str(out / "manifest.jsonl"), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert f"{out / 'manifest.jsonl'}:10: {out / 'test/zero/en_0.wav'}: the file is empty" in err
-    assert data_main(["list"]) == 0 and "kws-tts" in capsys.readouterr().out
+    assert main(["data", "list"]) == 0 and "kws-tts" in capsys.readouterr().out
 
 
 def test_cli_build_reports_missing_tool(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert data_main(["build", "asr-tts", "--out", str(tmp_path / "o"), "--size", "tiny", "--quiet"]) == 2
+    assert main(["data", "build", "asr-tts", "--out", str(tmp_path / "o"), "--size", "tiny", "--quiet"]) == 2
     assert "apt-get install -y espeak-ng" in capsys.readouterr().err
 
 

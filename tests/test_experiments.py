@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from subnet.experiments import (Experiment, Protocol, main, measure_latencies, plan, run_jobs,
+from experiments.runner import (Experiment, Protocol, main, measure_latencies, plan, run_jobs,
                                 update_results_doc, write_reports)
 from test_extract import tiny_whisper, tones  # noqa: F401  (module-scoped fixtures)
 
@@ -91,7 +91,7 @@ def test_reports_only_trains_nothing(tmp_path):
 
 def test_only_limits_training_not_the_reports(tmp_path, monkeypatch):
     """--only picks what is trained; the summary and the doc's table keep every experiment."""
-    import subnet.experiments as ex
+    import experiments.runner as ex
     seen = []
     monkeypatch.setattr(ex, "write_reports", lambda exps, *a: seen.append([e.name for e in exps]) or "summary")
     assert main(["--out", str(tmp_path / "runs"), "--reports", str(tmp_path / "reports"), "--reports-only",
@@ -102,7 +102,7 @@ def test_only_limits_training_not_the_reports(tmp_path, monkeypatch):
 def test_a_resumed_run_counts_the_time_of_every_attempt(tmp_path):
     """train_seconds of a run killed and resumed: each attempt from its start to its last log
     line, the last until the end; the time between attempts is not work and is not counted."""
-    from subnet.experiments import attempts_seconds, record_attempt
+    from experiments.runner import attempts_seconds, record_attempt
     out = tmp_path / "run"
     out.mkdir()
     # an attempt begun before attempts.json existed: its first log line stands for its start
@@ -121,7 +121,7 @@ def test_a_resumed_run_counts_the_time_of_every_attempt(tmp_path):
 
 def test_invocations_add_up(tmp_path, monkeypatch):
     """The wall time of a `make results` killed and resumed: the sum of its invocations."""
-    from subnet import experiments
+    from experiments import runner as experiments
     clock = iter([10.0, 25.0, 40.0, 100.0, 107.0])
     monkeypatch.setattr(experiments.time, "time", lambda: next(clock))
     first = experiments.Invocations(tmp_path)  # starts at 10, seen working at 25, then 40 (a run finished)
@@ -144,7 +144,7 @@ def _fake_extraction(run, name, seed, keep):
 
 
 def test_cross_task_sections_table_and_figure(tmp_path):
-    from subnet.experiments import cross_task_sections
+    from experiments.summary import cross_task_sections
     from subnet.report import load_runs
     root = tmp_path / "runs"
     keeps = {("a", 0): ([0, 1], [0, 1], [0, 1, 2, 3]), ("a", 1): ([0, 1], [0, 2], [0, 1, 2, 4]),

@@ -7,9 +7,10 @@ import torch
 from safetensors.torch import save_file
 
 import subnet
+from subnet.cli import main
 from builders import build
 from subnet import export as ex
-from subnet.training.heads import make_head
+from subnet.training.tasks import task_named
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -37,7 +38,7 @@ def artifacts(tmp_path_factory):
     base, small = _compact("wav2vec2")
     torch.manual_seed(0)
     width, n_states = small.config.hidden_size, small.config.num_hidden_layers + 1
-    head = make_head("classify", width, n_states, 5).eval()
+    head = task_named("classify").head(width, n_states, 5).eval()
     extra = {"head": {"task": "classify", "width": width, "n_states": n_states, "n_out": 5, "layer": "weighted"},
              "labels": list("abcde"), "front_end": subnet.family_of(small).front_end(small).describe()}
     path = subnet.save(small, root / "pipe", extra=extra)
@@ -50,7 +51,7 @@ def artifacts(tmp_path_factory):
 def test_onnx_encoder_runs_in_onnxruntime(artifacts, kind, tmp_path, capsys):
     path = tmp_path / "enc.onnx"
     seconds = [] if kind == "whisper" else ["--seconds", "0.25"]  # Whisper: its whole window
-    assert ex.main(["export", str(artifacts[kind]), "--out", str(path), *seconds]) == 0
+    assert main(["export", str(artifacts[kind]), "--out", str(path), *seconds]) == 0
     assert "matches PyTorch" in capsys.readouterr().out
     # independent of export's own check: onnxruntime on a new batch size vs the loaded model
     model = subnet.load(artifacts[kind])
@@ -97,18 +98,14 @@ def test_unknown_format(artifacts):
         ex.export(artifacts["whisper"], "tflite")
 
 
-def test_both_commands_hook_into_one_parser(capsys):
-    import argparse
-
-    from subnet.measure.bench import add_bench_parser
-    parser = argparse.ArgumentParser(prog="subnet")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_bench_parser(sub), ex.add_export_parser(sub)
-    args = parser.parse_args(["export", "DIR", "--format", "torchscript", "--pipeline"])
-    assert args.func is ex._export and args.format == "torchscript" and args.pipeline
-    args = parser.parse_args(["bench", "SRC", "--batch", "1,32", "--seconds", "30", "--dtype", "bf16"])
-    assert args.batch == [1, 32] and args.seconds == [30.0] and args.dtype == "bf16"
+def test_both_commands_parse_their_options(capsys):
+    from subnet.cli import bench, export, parser
+    p = parser()
+    args = p.parse_args(["export", "DIR", "--format", "torchscript", "--pipeline"])
+    assert args.func is export.run and args.format == "torchscript" and args.pipeline
+    args = p.parse_args(["bench", "SRC", "--batch", "1,32", "--seconds", "30", "--dtype", "bf16"])
+    assert args.func is bench.run and args.batch == [1, 32] and args.seconds == [30.0] and args.dtype == "bf16"
     for command in ("bench", "export"):
         with pytest.raises(SystemExit):
-            parser.parse_args([command, "--help"])
+            p.parse_args([command, "--help"])
         assert "usage: subnet " + command in capsys.readouterr().out

@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 
 from subnet.training.baselines import probe, random_units, scratch
-from subnet.report import add_report_parser, kept_matrices, kept_overlap, layer_label, load_runs, write_report
+from subnet.cli import main
+from subnet.report import load_runs, write_report
+from subnet.report.runs import layer_label
+from subnet.report.stats import kept_matrices, kept_overlap
 from subnet.training.sweep import sweep
 from subnet.training.loop import ExtractConfig
 from test_extract import tiny_whisper, tones  # noqa: F401  (module-scoped fixtures)
@@ -56,10 +59,7 @@ def test_load_runs(runs):
 
 def test_report_cli_and_figures(runs, tmp_path):
     out = tmp_path / "report"
-    p = argparse.ArgumentParser(prog="subnet")
-    add_report_parser(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args(["report", str(runs / "sweep"), str(runs / "base"), str(runs / "other"), "--out", str(out)])
-    assert args.func(args) == 0
+    assert main(["report", str(runs / "sweep"), str(runs / "base"), str(runs / "other"), "--out", str(out)]) == 0
     md = (out / "report.md").read_text()
     assert md.count("\n## ") == 4  # two tasks, the cross-task heat map, the machine
     assert "within 1 point of the probe" in md and "| random |" in md and "/2 seeds |" in md  # two seeds, paired

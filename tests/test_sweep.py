@@ -1,24 +1,18 @@
 """subnet sweep on a tiny random Whisper encoder and generated tones: runs, table, Pareto plot."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import matplotlib.image
 import pytest
 
-from subnet.report import pareto_front
-from subnet.training.sweep import add_sweep_parser, config_from_args
+from subnet.report.stats import pareto_front
+from subnet.cli import parser
+from subnet.cli.options import config_from_args
 from subnet.training.loop import ExtractConfig
 from test_extract import tiny_whisper, tones  # noqa: F401  (module-scoped fixtures)
 
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def parser():
-    p = argparse.ArgumentParser(prog="subnet")
-    add_sweep_parser(p.add_subparsers(dest="command", required=True))
-    return p
 
 
 def test_pareto_front():
@@ -64,7 +58,7 @@ def test_sweep_cli(tiny_whisper, tones, tmp_path):  # noqa: F811
 
 
 def test_pareto_plot_returns_what_it_drew(tmp_path):
-    from subnet.report import plot_pareto
+    from subnet.report.plots import plot_pareto
 
     def run(t, kept, acc, ms):
         lat = {"median_s": ms / 1e3, "p10_s": ms / 1e3, "p90_s": ms / 1e3, "n": 5}

@@ -8,7 +8,6 @@ The time axis is fixed: the clip length given with --seconds (Whisper: its windo
 """
 from __future__ import annotations
 
-import argparse
 import warnings
 from pathlib import Path
 
@@ -221,50 +220,3 @@ def export(src, fmt: str = "onnx", out=None, pipeline: bool = False, seconds: fl
     return {"path": str(path), "format": fmt, "bytes": path.stat().st_size, "relative_error": err,
             "dynamic_batch": dynamic, "inputs": {k: list(v.shape) for k, v in inputs.items()},
             "output": list(ref.shape)}
-
-
-def _export(args) -> int:
-    try:
-        r = export(args.artifact, args.format, args.out, args.pipeline, args.seconds, args.opset)
-    except (ExportError, ValueError) as e:
-        raise SystemExit(f"subnet export: {e}") from None
-    shapes = ", ".join(f"{k} {v}" for k, v in r["inputs"].items())
-    print(f"wrote {r['path']} ({r['bytes'] / 2**20:.2f} MB, {r['format']})")
-    print(f"inputs: {shapes}; batch axis {'dynamic' if r['dynamic_batch'] else 'fixed'}")
-    print(f"matches PyTorch: max relative difference {r['relative_error']:.2e}")
-    return 0
-
-
-def add_export_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `subnet export` on an argparse subparsers object."""
-    from .measure.bench import HelpFormatter
-    p = subparsers.add_parser(
-        "export", help="the compact encoder (or whole pipeline) as ONNX or TorchScript",
-        description="Export a compact artifact's encoder (input: the front end's features, output: the "
-                    "last hidden state) or, with --pipeline, encoder + task head (features and the "
-                    "frames mask in, logits out). The batch axis is dynamic where the graph allows it, "
-                    "the clip length is fixed (--seconds). The exported file is run on a fresh random "
-                    "input (ONNX through onnxruntime) and must match PyTorch within 1e-4 of the "
-                    "output's magnitude.", formatter_class=HelpFormatter)
-    p.add_argument("artifact", metavar="DIR", help="compact artifact directory (from subnet extract or subnet.save)")
-    p.add_argument("--format", choices=sorted(FORMATS), default="onnx",
-                   help="onnx (checked in onnxruntime) or torchscript")
-    p.add_argument("--out", metavar="FILE", help="output file (unset: DIR/encoder.onnx, DIR/pipeline.pt, ...)")
-    p.add_argument("--pipeline", action="store_true", help="export encoder + task head, not the encoder alone")
-    p.add_argument("--seconds", type=float, help="clip length of the example input (unset: Whisper's "
-                   "window, else 1 s); a Whisper encoder is exported for this window")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset version")
-    p.set_defaults(func=_export)
-    return p
-
-
-def main(argv=None) -> int:
-    """`python -m subnet.export ...`: the same command without the rest of the CLI."""
-    parser = argparse.ArgumentParser(prog="subnet")
-    add_export_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,8 +1,4 @@
-"""``subnet data ...``: build a dataset recipe, list recipes, check a dataset, degrade one.
-
-Hook into the main parser with ``add_data_parser(subparsers)`` (each subcommand sets
-``func``, called with the parsed args, returning an exit code), or run ``data_main(argv)``.
-"""
+"""``subnet data build | list | check | degrade``: dataset recipes, checks and shifted copies."""
 from __future__ import annotations
 
 import argparse
@@ -101,9 +97,7 @@ def _degrade(args) -> int:
     return 0
 
 
-def add_data_parser(subparsers) -> argparse.ArgumentParser:
-    """Add ``data`` (with ``build``, ``list``, ``check``, ``degrade``) to an argparse subparsers
-    object."""
+def add_parser(subparsers) -> argparse.ArgumentParser:
     from ..data.recipes import RECIPES, SIZES
 
     fmt = argparse.RawDescriptionHelpFormatter
@@ -168,15 +162,3 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_degrade)
     return data
-
-
-def data_main(argv=None) -> int:
-    """``subnet data`` on its own: ``data_main(["build", "kws-tts", "--out", "d"])``."""
-    parser = argparse.ArgumentParser(prog="subnet")
-    add_data_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["data", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(data_main())

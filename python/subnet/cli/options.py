@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import fields, replace
 
 from ..training.loop import ExtractConfig
@@ -99,3 +100,43 @@ def config_from_args(args, base: ExtractConfig | None = None) -> ExtractConfig:
     if "layer" in given and given["layer"] != "weighted":
         given["layer"] = int(given["layer"])
     return replace(base, **given)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows an option's default where it has one (not the None / False of optional flags)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.option_strings and action.default not in (None, False, argparse.SUPPRESS) \
+                and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _numbers(text: str, kind=float) -> list:
+    try:
+        values = [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(v <= 0 or (isinstance(v, float) and not math.isfinite(v)) for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+    return values
+
+
+def _ints(text: str) -> list[int]:
+    return _numbers(text, int)
+
+
+def positive_numbers(text: str, kind=float) -> list:
+    """argparse type: "1,8" -> [1.0, 8.0]; every value positive and finite."""
+    try:
+        values = [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(v <= 0 or (isinstance(v, float) and not math.isfinite(v)) for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+    return values
+
+
+def positive_ints(text: str) -> list[int]:
+    return positive_numbers(text, int)

@@ -1,54 +1,55 @@
-"""Measuring models honestly: interleaved latency medians, FLOPs on the eager path, file sizes."""
+"""Latency statistics on top of the one timer (`subnet_kernels.timing`): per-call summaries,
+the speedup verdict, and the interleaved latency of models on one input (metrics.json's
+`latency_batch1`, the per-unit latency costs)."""
 from __future__ import annotations
 
-import contextlib
-import statistics
-import time
+from typing import Callable
 
 import torch
 from torch import nn
 
+from subnet_kernels.timing import interleaved_times, quantiles, timer
 
-@contextlib.contextmanager
-def eager_attention(model: nn.Module):
-    """transformers models on their eager attention path (flop_counter skips CPU SDPA)."""
-    configs = {id(m.config): m.config for m in model.modules() if hasattr(m, "config")
-               and hasattr(m.config, "_attn_implementation")}
-    saved = {k: c._attn_implementation for k, c in configs.items()}
-    try:
-        for c in configs.values():
-            c._attn_implementation = "eager"
-        yield
-    finally:
-        for k, c in configs.items():
-            c._attn_implementation = saved[k]
+NO_DIFFERENCE = "no measurable difference"
+
+__all__ = ["NO_DIFFERENCE", "compare", "interleaved_latency", "interleaved_times", "summarize", "timer",
+           "verdict_text"]
+
+
+def summarize(times: list[float], batch: int | None = None, seconds: float | None = None) -> dict:
+    """Median, p10 and p90 of per-call seconds (`quantiles`' one rule), and with `batch` clips of
+    `seconds` per call the throughput they give."""
+    p10, med, p90 = quantiles(times)
+    out = {"median_s": med, "p10_s": p10, "p90_s": p90, "n": len(times)}
+    if batch is not None:
+        out.update(clips_per_s=batch / med, audio_s_per_s=batch * (seconds or 0.0) / med)
+    return out
+
+
+def compare(model: dict, baseline: dict) -> dict:
+    """Latency of `baseline` over `model` (> 1: the model is faster), with the range the
+    p10-p90 spreads allow. A range that contains 1.0 is not a speedup."""
+    ratio = baseline["median_s"] / model["median_s"]
+    lo, hi = baseline["p10_s"] / model["p90_s"], baseline["p90_s"] / model["p10_s"]
+    if lo <= 1.0 <= hi:
+        verdict, speedup = NO_DIFFERENCE, None
+    else:
+        verdict, speedup = ("faster" if lo > 1.0 else "slower"), ratio
+    return {"latency_ratio": ratio, "ratio_range": [lo, hi], "speedup": speedup, "verdict": verdict}
+
+
+def verdict_text(c: dict) -> str:
+    if c["speedup"] is None:
+        return NO_DIFFERENCE
+    lo, hi = c["ratio_range"]
+    return f"x{c['speedup']:.2f} ({lo:.2f}-{hi:.2f}) {c['verdict']}"
 
 
 @torch.no_grad()
-def count_flops(model: nn.Module, inputs: dict) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-    with eager_attention(model), FlopCounterMode(display=False) as counter:
-        model(**inputs)
-    return int(counter.get_total_flops())
-
-
-@torch.no_grad()
-def interleaved_latency(models: dict[str, nn.Module], inputs: dict, repeats: int = 20,
-                        warmup: int = 3) -> dict[str, dict]:
-    """Median / p10 / p90 seconds per call of each model, calls interleaved round-robin
-    after warm-up so that machine noise hits every model alike."""
+def interleaved_latency(models: dict[str, nn.Module], inputs: dict, repeats: int = 20, warmup: int = 3,
+                        timed: Callable[[Callable], float] | None = None) -> dict[str, dict]:
+    """`summarize` of each model's seconds per call on `inputs` (eval mode), calls interleaved."""
     for m in models.values():
         m.eval()
-        for _ in range(warmup):
-            m(**inputs)
-    times = {k: [] for k in models}
-    for _ in range(repeats):
-        for k, m in models.items():
-            t0 = time.perf_counter()
-            m(**inputs)
-            times[k].append(time.perf_counter() - t0)
-    out = {}
-    for k, ts in times.items():
-        q = statistics.quantiles(ts, n=10) if len(ts) >= 2 else [ts[0]] * 9
-        out[k] = {"median_s": statistics.median(ts), "p10_s": q[0], "p90_s": q[-1], "n": len(ts)}
-    return out
+    calls = {k: (lambda m=m: m(**inputs)) for k, m in models.items()}
+    return {k: summarize(t) for k, t in interleaved_times(calls, repeats, warmup, timed=timed).items()}

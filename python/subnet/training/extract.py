@@ -14,7 +14,8 @@ from torch import distributed as dist
 from torch import nn
 
 from ..core.artifact import save
-from ..measure.timing import count_flops, interleaved_latency
+from ..measure.flops import count_flops
+from ..measure.timing import interleaved_latency
 from ..core.compact import aligned_keep, compact
 from ..data.dataset import AudioDataset
 from ..data.batching import collate
@@ -22,29 +23,22 @@ from ..families import family_of
 from ..families.front_ends import with_settings
 from .pipeline import Pipeline
 from .loop import Batch, ExtractConfig, Extractor, JsonlLog, _is_dist, run_loop
+from .tasks import Task, task_named
 
 
-def to_batch(raw: dict, task: str, chars: list[str] | None = None) -> Batch:
-    """A collated data batch -> the loop's Batch (CTC targets: 1-based char ids, lengths, texts)."""
-    if task == "classify":
-        targets = raw["label"]
-    elif task == "tag":
-        targets = raw["target"]
-    else:
-        index = {c: i + 1 for i, c in enumerate(chars)}
-        ids = [torch.tensor([index[c] for c in t if c in index], dtype=torch.long) for t in raw["text"]]
-        lens = torch.tensor([len(i) for i in ids], dtype=torch.long)
-        targets = (torch.cat(ids) if ids else torch.zeros(0, dtype=torch.long), lens, raw["text"])
-    return Batch(raw["waves"], raw["lengths"], targets)
+def to_batch(raw: dict, task: Task, labels: list[str]) -> Batch:
+    """A collated data batch -> the loop's Batch, with the task's targets."""
+    return Batch(raw["waves"], raw["lengths"], task.targets(raw, labels))
 
 
 class StepBatches:
     """Global batch number `step` of an endless, epoch-shuffled, length-bucketed stream; a
     pure function of (seed, step), so a resumed run sees exactly the batches it would have."""
 
-    def __init__(self, ds: AudioDataset, batch_size: int, task: str, chars=None, rank: int = 0, world: int = 1):
+    def __init__(self, ds: AudioDataset, batch_size: int, task: Task, labels: list[str], rank: int = 0,
+                 world: int = 1):
         from ..data.batching import BucketBatchSampler
-        self.ds, self.task, self.chars = ds, task, chars
+        self.ds, self.task, self.labels = ds, task, labels
         self.sampler = BucketBatchSampler(ds.lengths(), batch_size, shuffle=True, seed=ds.seed, drop_last=True,
                                           num_replicas=world, rank=rank)
         if len(self.sampler) == 0:
@@ -58,14 +52,14 @@ class StepBatches:
             self.sampler.set_epoch(epoch)
             self.ds.set_epoch(epoch)
             self._batches, self._epoch = list(iter(self.sampler)), epoch
-        return to_batch(collate([self.ds[i] for i in self._batches[step % per_epoch]]), self.task, self.chars)
+        return to_batch(collate([self.ds[i] for i in self._batches[step % per_epoch]]), self.task, self.labels)
 
 
-def eval_batches(ds: AudioDataset, batch_size: int, task: str, chars=None):
+def eval_batches(ds: AudioDataset, batch_size: int, task: Task, labels: list[str]):
     loader = ds.loader(batch_size, shuffle=False)
     for raw in loader:
         if len(raw["lengths"]):
-            yield to_batch(raw, task, chars)
+            yield to_batch(raw, task, labels)
 
 
 def evaluate_artifact(artifact, data, max_seconds: float | None = None, batch_size: int = 16,
@@ -73,23 +67,19 @@ def evaluate_artifact(artifact, data, max_seconds: float | None = None, batch_si
     """Task metric of a saved artifact (compact encoder + head) on `data` (a folder tree or
     manifest[@split]): {"metric", "value", "clips", "skipped"}."""
     from ..data import load_dataset
-    from ..data.vocab import LabelVocab
     from .pipeline import load_pipeline
-    from .loop import score
     pipe = load_pipeline(artifact)
-    task = pipe.task
-    chars = pipe.labels if task == "ctc" else None
-    vocab = None if task == "ctc" else LabelVocab(pipe.labels)
-    fe = pipe.front_end
+    task, fe = pipe.task, pipe.front_end
     source, split = str(data).rsplit("@", 1) if "@" in str(data) else (str(data), None)
-    ds = load_dataset(source, split=split, sample_rate=fe.sample_rate, vocab=vocab, max_seconds=max_seconds,
+    ds = load_dataset(source, split=split, sample_rate=fe.sample_rate, vocab=task.vocab(pipe.labels),
+                      max_seconds=max_seconds,
                       skip_bad=skip_bad, progress=False, min_seconds=fe.min_samples / fe.sample_rate)
     outs, targets, frames = [], [], []
     with torch.no_grad():
-        for b in eval_batches(ds, batch_size, task, chars):
+        for b in eval_batches(ds, batch_size, task, pipe.labels):
             logits, fr = pipe(b.waves, b.lengths)
             outs.append(logits), targets.append(b.targets), frames.append(fr)
-    result = score(task, outs, targets, frames, pipe.labels)
+    result = task.score(outs, targets, frames, pipe.labels)
     return {"metric": result["metric"], "value": result["value"], "clips": result["n"],
             "skipped": ds.summary.as_dict(), "data_notes": ds.notes}
 
@@ -128,13 +118,13 @@ class Run:
     train_ds: AudioDataset
     valid_ds: AudioDataset
     test_ds: AudioDataset | None
-    chars: list[str] | None
+    labels: list[str]  # the head's outputs: class labels, tags or characters
     log: JsonlLog
     steps: StepBatches
     t0: float
 
     def valid(self):
-        return eval_batches(self.valid_ds, self.ex.cfg.batch_size, self.ex.cfg.task, self.chars)
+        return eval_batches(self.valid_ds, self.ex.cfg.batch_size, self.ex.task, self.labels)
 
 
 def setup_run(backbone: nn.Module, train, valid, test, cfg: ExtractConfig, out: Path, max_seconds,
@@ -152,8 +142,7 @@ def setup_run(backbone: nn.Module, train, valid, test, cfg: ExtractConfig, out: 
     vocab = train_ds.vocab
     valid_ds = _dataset(valid, fe, vocab, max_seconds, False, cfg.seed, skip_bad, False)
     test_ds = _dataset(test, fe, vocab, max_seconds, False, cfg.seed, skip_bad, False) if test else None
-    chars = sorted({c for it in train_ds.items for c in (it.text or "")}) if cfg.task == "ctc" else None
-    labels = chars if cfg.task == "ctc" else vocab.labels
+    labels = task_named(cfg.task).labels(train_ds)
     ex = trainer(backbone, len(labels), cfg, out, labels=labels, front_end=fe, **trainer_kw)
     if cfg.cost == "latency" and cfg.train_gates:  # per-unit costs of this machine, kept for a resume
         from .latency_costs import load_or_measure
@@ -165,8 +154,8 @@ def setup_run(backbone: nn.Module, train, valid, test, cfg: ExtractConfig, out: 
     elif rank == 0:
         (out / "log.jsonl").write_text("")
         (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
-    steps = StepBatches(train_ds, cfg.batch_size, cfg.task, chars, rank, world)
-    return Run(ex, train_ds, valid_ds, test_ds, chars, JsonlLog(out / "log.jsonl"), steps, t0)
+    steps = StepBatches(train_ds, cfg.batch_size, ex.task, labels, rank, world)
+    return Run(ex, train_ds, valid_ds, test_ds, labels, JsonlLog(out / "log.jsonl"), steps, t0)
 
 
 def extract(backbone, train, valid, test=None, cfg: ExtractConfig | None = None, out="subnet-out",
@@ -209,7 +198,7 @@ def finish(run: Run, out: Path, measure_latency: bool = True, small: nn.Module |
 
     `small` / `full`: a model that already is compact (it carries `subnet_info`; e.g. a compact
     architecture trained from scratch) and the full-size model its costs are compared with."""
-    ex, valid_ds, test_ds, chars, t0, train_ds = run.ex, run.valid_ds, run.test_ds, run.chars, run.t0, run.train_ds
+    ex, valid_ds, test_ds, t0, train_ds = run.ex, run.valid_ds, run.test_ds, run.t0, run.train_ds
     cfg = ex.cfg
     best = torch.load(out / "best.pt", weights_only=True)
     ex.restore(best)
@@ -222,9 +211,9 @@ def finish(run: Run, out: Path, measure_latency: bool = True, small: nn.Module |
     small = small if small is not None else compact(masked)
     fe, head = ex.front_end, ex.head
     eval_set = test_ds or valid_ds
-    batches = list(eval_batches(eval_set, cfg.batch_size, cfg.task, chars))
+    batches = list(eval_batches(eval_set, cfg.batch_size, ex.task, run.labels))
     m_masked = ex.evaluate(batches)
-    compact_pipe = Pipeline(small, fe, head, cfg.task, ex.labels)
+    compact_pipe = Pipeline(small, fe, head, ex.task, ex.labels)
     m_compact = ex.evaluate(batches, compact_pipe)
     extra = {"head": ex.head_config, "labels": ex.labels, "front_end": fe.describe(),
              "metrics": {"masked": m_masked["value"], "compact": m_compact["value"], "name": m_masked["metric"]}}

@@ -9,9 +9,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-TASKS = ("classify", "tag", "ctc")
-
-
 class LayerMix(nn.Module):
     def __init__(self, n_states: int, layer):
         super().__init__()
@@ -64,12 +61,3 @@ class CTCHead(nn.Module):
         out, _ = self.lstm(packed)
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=h.shape[1])
         return self.out(out)  # (B, F, vocab + 1)
-
-
-def make_head(task: str, width: int, n_states: int, n_out: int, layer="weighted") -> nn.Module:
-    if task in ("classify", "tag"):
-        return PooledHead(width, n_states, n_out, layer)
-    if task == "ctc":
-        return CTCHead(width, n_states, n_out, layer)
-    raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
-

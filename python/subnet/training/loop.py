@@ -24,10 +24,9 @@ from .front_end_cache import FrontEndCache
 from ..families.front_ends import FrontEnd
 from .pipeline import Pipeline
 from ..core.gates import MaskedModel
-from .heads import make_head
 from ..core.losses import SparsityLoss
 from ..core.units import COST_ATTRS
-from .metrics import accuracy, average_precision, cer, ctc_greedy, macro_auroc
+from .tasks import task_named
 
 
 @dataclass
@@ -82,18 +81,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def task_loss(task: str, logits, frames, targets, vocab: int | None = None):
-    if task == "classify":
-        return F.cross_entropy(logits, targets.to(logits.device))
-    if task == "tag":
-        return F.binary_cross_entropy_with_logits(logits, targets.to(logits.device))
-    if task == "ctc":
-        ids, lens = targets[0].to(logits.device), targets[1].to(logits.device)
-        logp = logits.log_softmax(-1).transpose(0, 1)  # (F, B, V+1)
-        return F.ctc_loss(logp, ids, frames.sum(1), lens, blank=0, zero_infinity=True)
-    raise ValueError(task)
-
-
 def _to(value, device):
     return value.to(device) if torch.is_tensor(value) else value
 
@@ -136,13 +123,14 @@ class Extractor:
         self.masked.backbone.eval()
         self.front_end = front_end or self.masked.family.front_end(backbone)
         width, n_states = self._probe_shapes()
-        self.head = make_head(cfg.task, width, n_states, n_out, cfg.layer).to(self.device)
+        self.task = task_named(cfg.task)
+        self.head = self.task.head(width, n_states, n_out, cfg.layer).to(self.device)
         for m in self.head.modules():
             if isinstance(m, nn.Dropout):
                 m.p = cfg.head_dropout
         self.head_config = {"task": cfg.task, "width": width, "n_states": n_states, "n_out": n_out,
                             "layer": cfg.layer}
-        self.pipeline = Pipeline(self.masked, self.front_end, self.head, cfg.task, labels)
+        self.pipeline = Pipeline(self.masked, self.front_end, self.head, self.task, labels)
         if cfg.cache_encoder and not cfg.train_gates:
             self.pipeline.cache = EncoderCache(self._gate_state)
         paths = self.masked.family.front_end_modules(self.masked.backbone)
@@ -213,7 +201,7 @@ class Extractor:
         self.head.train()
         with self.autocast():
             logits, frames = self.pipeline(batch.waves, batch.lengths)
-        loss_task = task_loss(self.cfg.task, logits.float(), frames, batch.targets)
+        loss_task = self.task.loss(logits.float(), frames, batch.targets)
         gates = self.cfg.train_gates and not settling
         loss_sparse = self.sparsity(self.masked) * self.ramp() if gates else logits.new_zeros(())
         loss = loss_task + loss_sparse if self.cfg.coupled else loss_task
@@ -269,7 +257,7 @@ class Extractor:
             outs.append(logits.float().cpu())
             targets.append(b.targets)
             frames_all.append(frames.cpu())
-        return score(self.cfg.task, outs, targets, frames_all, self.labels)
+        return self.task.score(outs, targets, frames_all, self.labels)
 
     # --- checkpoints ------------------------------------------------------------------
     def checkpoint(self) -> dict:
@@ -300,26 +288,6 @@ class Extractor:
     def save_checkpoint(self, name: str = "checkpoint.pt") -> None:
         if not _is_dist() or dist.get_rank() == 0:
             _atomic_save(self.checkpoint(), self.out / name)
-
-
-def score(task, outs, targets, frames, labels=None) -> dict:
-    if task == "classify":
-        logits, y = torch.cat(outs), torch.cat(targets)
-        return {"metric": "accuracy", "value": accuracy(logits, y), "n": len(y)}
-    if task == "tag":
-        s, y = torch.cat(outs).sigmoid(), torch.cat(targets)
-        return {"metric": "mAP", "value": average_precision(s, y), "auroc": macro_auroc(s, y), "n": len(y)}
-    hyps, refs = [], []
-    for logits, fr, (ids, lens, texts) in zip(outs, frames, targets):
-        for seq in ctc_greedy(logits, fr):
-            hyps.append("".join(labels[i - 1] for i in seq))
-        refs.extend(texts)
-    return {"metric": "cer", "value": cer(hyps, refs), "n": len(refs), "examples": list(zip(hyps, refs))[:5]}
-
-
-def better(task: str, a: float, b: float) -> bool:
-    """Is metric value a better than b?"""
-    return a < b if task == "ctc" else a > b
 
 
 class JsonlLog:
@@ -391,7 +359,7 @@ def loop_step(ex: Extractor, batch: Batch, valid_batches, log: JsonlLog, bar=Non
     if s % cfg.eval_every == 0 or s == cfg.steps:
         val = ex.evaluate(valid_batches())
         rec["valid"] = val["value"]
-        if _is_best(ex.state, cfg.task, val["value"], rec["kept"]):
+        if _is_best(ex.state, ex.task, val["value"], rec["kept"]):
             ex.state.best_metric, ex.state.best_step, ex.state.best_kept = val["value"], s, rec["kept"]
             ex.save_checkpoint("best.pt")
     log.write(rec)
@@ -407,7 +375,7 @@ def loop_step(ex: Extractor, batch: Batch, valid_batches, log: JsonlLog, bar=Non
 KEPT_TOLERANCE = 0.02
 
 
-def _is_best(state: RunState, task: str, value: float, kept: float) -> bool:
+def _is_best(state: RunState, task, value: float, kept: float) -> bool:
     """Best = best metric among validations whose kept fraction is within 2 points of the
     smallest reached so far: an early, barely pruned state never wins by being early."""
     state.min_kept = min(state.min_kept, kept)
@@ -415,4 +383,4 @@ def _is_best(state: RunState, task: str, value: float, kept: float) -> bool:
         return False
     if state.best_step < 0 or state.best_kept > state.min_kept + KEPT_TOLERANCE:
         return True
-    return better(task, value, state.best_metric)
+    return task.better(value, state.best_metric)

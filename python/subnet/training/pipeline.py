@@ -11,16 +11,17 @@ from torch import nn
 from ..families import family_of
 from ..families.front_ends import FrontEnd, front_end_from
 from ..core.gates import MaskedModel
-from .heads import make_head
+from .tasks import Task, task_named
 
 
 class Pipeline(nn.Module):
     """front end + encoder (masked or compact) + head, as one callable on waveforms."""
 
-    def __init__(self, encoder: nn.Module, front_end: FrontEnd, head: nn.Module, task: str,
+    def __init__(self, encoder: nn.Module, front_end: FrontEnd, head: nn.Module, task: Task | str,
                  labels: list[str] | None = None):
         super().__init__()
-        self.encoder, self.head, self.task = encoder, head, task
+        self.encoder, self.head = encoder, head
+        self.task = task if isinstance(task, Task) else task_named(task)
         self.front_end, self.labels = front_end, labels
         self.family = encoder.family if isinstance(encoder, MaskedModel) else family_of(encoder)
         self.cache = None  # an EncoderCache, consulted only while nothing in the encoder trains
@@ -72,7 +73,7 @@ def load_pipeline(path) -> Pipeline:
         raise ArtifactError(f"{path / 'subnet.json'}: no task head (made by subnet.compact alone, "
                             "not by subnet extract); use subnet.load for the encoder")
     hc = extra["head"]
-    head = make_head(hc["task"], hc["width"], hc["n_states"], hc["n_out"], hc["layer"])
+    head = task_named(hc["task"]).head(hc["width"], hc["n_states"], hc["n_out"], hc["layer"])
     head.load_state_dict(load_file(str(path / "head.safetensors")))
     pipe = Pipeline(encoder, front_end_from(extra["front_end"]), head, hc["task"],
                     extra.get("labels"))

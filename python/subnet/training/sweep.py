@@ -7,12 +7,10 @@ Pareto front marked) are written.
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
 import json
 from pathlib import Path
 
-from ..cli.options import add_config_options, add_data_options, config_from_args
 from .loop import ExtractConfig
 
 def run_name(t: float) -> str:
@@ -44,7 +42,7 @@ def sweep(backbone, train, valid, test, ts, cfg: ExtractConfig | None = None, ou
             m["refit"] = {"compact": r["compact"], "valid_at_best": r["valid_at_best"], "run": str(run / "refit")}
         results.append(m)
     (out / "sweep.md").write_text(sweep_table(results))
-    from ..report import plot_pareto
+    from ..report.plots import plot_pareto
     plot_pareto(results, out / "sweep.png")
     return results
 
@@ -69,7 +67,7 @@ def extract_setting(backbone, train, valid, test, cfg: ExtractConfig, run, max_s
 
 def sweep_table(results: list[dict]) -> str:
     """Markdown table: one row per setting; * marks the Pareto front (metric vs kept parameters)."""
-    from ..report import pareto_front
+    from ..report.stats import pareto_front
     front = pareto_front([(m["params"]["kept_fraction"], m["compact"]) for m in results],
                          lower_is_better=results[0]["metric"] == "cer" if results else False)
     refits = any("refit" in m for m in results)
@@ -85,37 +83,3 @@ def sweep_table(results: list[dict]) -> str:
                     f"{m['flops_per_clip']['compact'] / 1e9:.3f} | {ms} | {speed} | "
                     f"{m['file_bytes'] / 1e6:.2f} | {'*' if i in front else ''} |")
     return "\n".join(rows) + "\n"
-
-
-def _run_sweep(args) -> int:
-    cfg = config_from_args(args, ExtractConfig(loss="budget"))
-    results = sweep(args.backbone, args.train, args.valid, args.test, args.t, cfg, args.out,
-                    max_seconds=args.max_seconds, progress=not args.quiet,
-                    measure_latency=not args.no_latency, rerun=args.rerun, refit=args.refit)
-    print(sweep_table(results))
-    print(f"table: {Path(args.out) / 'sweep.md'}  plot: {Path(args.out) / 'sweep.png'}")
-    return 0
-
-
-def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
-    """`subnet sweep`: hook into the CLI with add_sweep_parser(sub)."""
-    p = subparsers.add_parser(
-        "sweep", help="one extraction per sparsity target, then a table and a Pareto plot",
-        description="Run `subnet extract` once per sparsity target -t into OUT/t=<t>/ (settings that "
-                    "already have a metrics.json are not rerun unless --rerun), then write OUT/sweep.md "
-                    "(task metric, kept parameters, FLOPs, latency, file size per setting) and "
-                    "OUT/sweep.png (metric against kept parameters and against measured batch-1 "
-                    "latency as a percentage of the full encoder's, both timed interleaved in the same "
-                    "run; Pareto front marked).")
-    add_data_options(p)
-    p.add_argument("-t", type=float, nargs="+", default=[0.2, 0.35, 0.5, 0.65, 0.8],
-                   help="sparsity targets (budget loss: kept fraction of the gated cost)")
-    add_config_options(p, ExtractConfig(loss="budget"))
-    p.add_argument("--rerun", action="store_true",
-                   help="start every setting afresh (default: skip finished ones, resume unfinished ones)")
-    p.add_argument("--refit", action="store_true",
-                   help="after each extraction, train a new head on its units with the gates fixed "
-                        "(as `subnet extract --refit`), into OUT/t=<t>/refit; the table gets its metric")
-    p.add_argument("--out", required=True, help="output directory")
-    p.set_defaults(func=_run_sweep)
-    return p

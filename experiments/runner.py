@@ -24,12 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
+
+from .summary import update_results_doc, write_reports
 
 TARGETS = (0.3, 0.45, 0.6, 0.75)
 SEEDS = (0, 1, 2)
@@ -81,7 +82,7 @@ class Protocol:
     data_size: str = "small"
 
     def config(self, exp: Experiment, seed: int, t: float = 0.5):
-        from .training.loop import ExtractConfig
+        from subnet.training.loop import ExtractConfig
         return ExtractConfig(task=exp.task, loss="budget", t=t, lam=self.lam, steps=self.steps,
                              batch_size=self.batch_size, lr_gates=self.lr_gates, lr_head=self.lr_head,
                              warmup=self.warmup, eval_every=self.eval_every, checkpoint_every=self.eval_every,
@@ -129,7 +130,7 @@ def plan(experiments, protocol: Protocol) -> list[Job]:
 def prepare_data(experiments, data_root: Path, size: str = "small") -> None:
     """Build every recipe the experiments need (skipped when present), and the filtered
     manifests of the extra test sets."""
-    from .data.recipes.registry import build_recipe
+    from subnet.data.recipes.registry import build_recipe
     needed = {e.recipe for e in experiments} | {e.extra_test[1].split("/")[0] for e in experiments if e.extra_test}
     for recipe in sorted(needed):
         if not (data_root / recipe / "manifest.jsonl").is_file():
@@ -155,8 +156,8 @@ def _worker_init() -> None:
 
 def run_job(job: Job, root: str, data_root: str, protocol: Protocol, experiments) -> dict:
     """Train one run (unless its metrics.json exists) and evaluate its extra test set."""
-    from .training import baselines
-    from .training.sweep import extract_setting
+    from subnet.training import baselines
+    from subnet.training.sweep import extract_setting
     root, data_root = Path(root), Path(data_root)
     exp = next(e for e in experiments if e.name == job.exp)
     out = job.out(root)
@@ -188,7 +189,7 @@ def run_job(job: Job, root: str, data_root: str, protocol: Protocol, experiments
             factor = 4.0 if job.method == "scratch-4x" else 1.0
             m = baselines.scratch(ref, *data, ref_cfg, out=out, steps_factor=factor, **common)
     if exp.extra_test:
-        from .training.extract import evaluate_artifact
+        from subnet.training.extract import evaluate_artifact
         r = evaluate_artifact(out, extra_manifest(exp, data_root), exp.max_seconds)
         m["extra"] = {exp.extra_test[0]: {"metric": r["metric"], "value": r["value"], "clips": r["clips"]}}
     m["experiment"] = exp.name
@@ -283,10 +284,10 @@ def measure_latencies(experiments, root: Path, threads: int | None = None) -> No
     one pair at a time (nothing else may run meanwhile); written into its metrics.json."""
     import torch
 
-    from . import load, load_backbone
-    from .measure.timing import interleaved_latency
-    from .training.extract import prepare_backbone
-    from .families import family_of
+    from subnet import load, load_backbone
+    from subnet.families import family_of
+    from subnet.measure.timing import interleaved_latency
+    from subnet.training.extract import prepare_backbone
     if threads:
         torch.set_num_threads(threads)
     for exp in experiments:
@@ -306,147 +307,9 @@ def measure_latencies(experiments, root: Path, threads: int | None = None) -> No
         print(f"results: latency of {len(todo)} {exp.name} extractions measured", flush=True)
 
 
-# --- reports ------------------------------------------------------------------------------------
-def experiment_section(exp: Experiment, runs: list[dict]) -> str:
-    """The headline numbers of one experiment for summary.md (figure paths relative to it):
-    probes, the within-1-point sizes, one row per extraction setting (metric, FLOPs, latency,
-    file size; means over seeds), and extraction against each baseline, paired by seed."""
-    from .report import _kept_pct, _pm, _slug, extraction_settings, refit_vs_random, task_of, \
-        versus_baselines, within_probe
-    metric = runs[0]["metric"]
-    probes = [m for m in runs if m["method"] == "probe"]
-    long = [m["compact"] for m in runs if m["method"] == "probe-4x"]
-    out = [f"### {exp.name}: {exp.title}", "",
-           f"Backbone {exp.backbone}; data `{exp.recipe}`; {len(runs)} runs. Report: [{exp.name}/report.md]"
-           f"({exp.name}/report.md). {_worker_time(runs)}", "",
-           f"![{exp.name}: metric against kept parameters]({exp.name}/metric_vs_kept.png)",
-           f"![{exp.name}: kept units per layer]({exp.name}/kept_units_{_slug(task_of(runs[0]))}.png)", ""]
-    if probes:
-        out.append(f"- probe (test): {metric} {_pm([m['compact'] for m in probes])} ({len(probes)} seeds)"
-                   + (f"; with 4x the steps (seed 0): {long[0]:.4f}" if long else ""))
-    out += [f"- {line}" for line in (within_probe(runs, probe=p, method=w) for w in ("extract", "refit")
-                                     for p in ("probe", "probe-4x")) if line]
-    rows = []
-    for t, ms in extraction_settings(runs).items():
-        value = f"{_pm([m['compact'] for m in ms])} ({len(ms)} seeds)"
-        if ms[0].get("extra"):
-            name = next(iter(ms[0]["extra"]))
-            value += f"; {name}: {statistics.mean(m['extra'][name]['value'] for m in ms if 'extra' in m):.2f}"
-        timed = [m["latency_batch1"] for m in ms if m.get("latency_batch1")]
-        latency = (f"{statistics.mean(1e3 * x['compact']['median_s'] for x in timed):.2f} | "
-                   f"{statistics.mean(x['full']['median_s'] / x['compact']['median_s'] for x in timed):.2f}x"
-                   if timed else "- | -")
-        rows.append(f"| {t} | {statistics.mean(_kept_pct(m) for m in ms):.1f}% | {value} | "
-                    f"{statistics.mean(m['flops_per_clip']['compact'] for m in ms) / 1e9:.3f} | {latency} | "
-                    f"{statistics.mean(m['file_bytes'] for m in ms) / 1e6:.1f} |")
-    if rows:
-        out += ["", "| t | kept params | extraction | GFLOPs / clip | latency b1 (ms) | speedup | file (MB) |",
-                "|---|---|---|---|---|---|---|"] + rows
-    if probes:
-        p = probes[0]
-        out += ["", f"Full encoder: {p['params']['full']:,} parameters, {p['flops_per_clip']['full'] / 1e9:.3f} "
-                f"GFLOPs per clip, {p['file_bytes'] / 1e6:.1f} MB."]
-    for block in (versus_baselines(runs), refit_vs_random(runs)):
-        if block:
-            out += ["", block]
-    return "\n".join(out) + "\n"
-
-
-def cross_task_sections(runs_by_exp: dict, reports: Path, t: float) -> list[str]:
-    """For every backbone that two or more experiments share (`runs_by_exp`: Experiment -> its
-    runs, as `load_runs` reads them): which units each task keeps, as summary.md sections (figure
-    paths relative to it): a heat map of each experiment's lowest-seed extraction at target `t`,
-    side by side (REPORTS/cross-task/), and how much two tasks' kept units overlap against chance
-    (`report.overlap_tables`, over every seed)."""
-    from .report import _slug, overlap_tables, plot_kept_heatmap
-    picked: dict[str, dict[str, list[dict]]] = {}  # backbone -> experiment -> its extractions at t
-    for exp, runs in runs_by_exp.items():
-        ext = sorted((m for m in runs if m["method"] == "extract" and m.get("t") == t and m.get("keep")),
-                     key=lambda m: m.get("seed") or 0)
-        if ext:
-            picked.setdefault(exp.backbone, {})[exp.name] = ext
-    sections = []
-    for backbone, by_exp in picked.items():
-        if len(by_exp) < 2:
-            continue
-        figure = f"cross-task/kept_units_{_slug(backbone)}.png"
-        (reports / "cross-task").mkdir(parents=True, exist_ok=True)
-        firsts = [{**ms[0], "label": f"{name} (seed {ms[0].get('seed') or 0})"} for name, ms in by_exp.items()]
-        plot_kept_heatmap(firsts, reports / figure, f"{backbone}, one extraction per task at t={t:g}")
-        out = [f"### Kept units across tasks ({backbone}, t={t:g})", "",
-               f"![kept units across tasks, {backbone}]({figure})", ""] + overlap_tables(by_exp)
-        sections.append("\n".join(out))
-    return sections
-
-
-def _worker_time(runs: list[dict]) -> str:
-    """The training time of an experiment's runs (sum of their wall times), per method."""
-    per: dict[str, float] = {}
-    for m in runs:
-        per[m["method"]] = per.get(m["method"], 0.0) + m.get("train_seconds", 0.0)
-    if not any(per.values()):
-        return ""
-    parts = ", ".join(f"{k} {v / 60:.1f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]))
-    return (f"Training: {sum(per.values()) / 60:.0f} worker-minutes (the runs' wall times summed; two runs "
-            f"share the 2 cores), {parts}.")
-
-
-def write_reports(experiments, root: Path, reports: Path, protocol: Protocol) -> str:
-    """REPORTS/<experiment>/ (report.md + figures) for every experiment with runs, and
-    REPORTS/summary.md (the headline table, then one section per experiment); returns it."""
-    from .report import load_runs, summary_row, write_report
-    rows, sections, runs_by_exp = [], [], {}
-    for exp in experiments:
-        if not (root / exp.name).is_dir():
-            continue
-        write_report([root / exp.name], reports / exp.name, title=f"{exp.name}: {exp.title} ({exp.backbone})")
-        runs = runs_by_exp[exp] = load_runs([root / exp.name])
-        rows.append(summary_row(exp.name, runs))
-        sections.append(experiment_section(exp, runs))
-    sections += cross_task_sections(runs_by_exp, reports, statistics.median_low(protocol.targets))
-    lines = ["# subnet results: summary", "",
-             f"Protocol (every run): {protocol.steps} steps, batch {protocol.batch_size}, lr head "
-             f"{protocol.lr_head:g}, lr gates {protocol.lr_gates:g}, lambda {protocol.lam:g}, warm-up "
-             f"{protocol.warmup:g}, validation every {protocol.eval_every} steps; extraction with --freeze-dead "
-             f"{protocol.freeze_dead} --settle {protocol.settle:g}; targets "
-             f"{', '.join(f'{t:g}' for t in protocol.targets)}; seeds {', '.join(map(str, protocol.seeds))}.", "",
-             "Largest removed parameter fraction within 1 point of a probe, for the extraction and for refit "
-             "(the extraction's units with a new head trained like random's): \"extraction / refit\".", "",
-             "| experiment | probe | within 1 point of it | probe, 4x steps (seed 0) | within 1 point of it | "
-             "extraction beats (wins / sizes) | with `--refit` beats (wins / sizes) |",
-             "|---|---|---|---|---|---|---|"] + rows + [""] + sections
-    text = "\n".join(lines)
-    reports.mkdir(parents=True, exist_ok=True)
-    (reports / "summary.md").write_text(text)
-    return text
-
-
-def update_results_doc(doc: Path, summary: str) -> bool:
-    """Replace the generated parts of `doc` (docs/RESULTS.md) by those of `summary`: the headline
-    table between <!-- table --> and <!-- /table -->, the per-experiment sections between
-    <!-- sections --> and <!-- /sections --> (figure paths made relative to the doc). False
-    when the doc or its markers are missing (nothing written)."""
-    import re
-    if not doc.is_file():
-        return False
-    text = doc.read_text()
-    if not all(m in text for m in ("<!-- table -->", "<!-- /table -->", "<!-- sections -->", "<!-- /sections -->")):
-        return False
-    split = summary.find("\n### ")
-    head, sections = (summary, "") if split < 0 else (summary[:split], summary[split + 1:])
-    table = "\n".join(line for line in head.splitlines() if line.startswith("|"))
-    sections = re.sub(r"\]\(([^)/]+)/", r"](results/\1/", sections).rstrip()
-    text = re.sub(r"<!-- table -->.*?<!-- /table -->", lambda _: f"<!-- table -->\n{table}\n<!-- /table -->", text,
-                  flags=re.S)
-    text = re.sub(r"<!-- sections -->.*?<!-- /sections -->",
-                  lambda _: f"<!-- sections -->\n{sections}\n<!-- /sections -->", text, flags=re.S)
-    doc.write_text(text)
-    return True
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m subnet.experiments",
+        prog="python -m experiments",
         description="Run the experiments of docs/RESULTS.md (data, training runs two at a time, latency "
                     "alone, reports). Finished runs are kept; a killed run resumes.")
     p.add_argument("--out", default="results", help="runs and data (large; default: results)")
