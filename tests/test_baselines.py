@@ -11,23 +11,9 @@ import subnet
 from subnet.cli import parser
 from subnet.training.baselines import (gate_importance, random_init, random_keep, reference_info,
                               top_keep)
-from subnet.training.extract import extract
 from subnet.training.loop import ExtractConfig
-from test_extract import tiny_whisper, tones  # noqa: F401  (module-scoped fixtures)
 
-STEPS = 12
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_whisper, tones, tmp_path_factory):  # noqa: F811
-    """A real extraction that removes a good part of the encoder."""
-    out = tmp_path_factory.mktemp("ref")
-    cfg = ExtractConfig(steps=STEPS, batch_size=6, eval_every=6, loss="budget", t=0.3, lam=2.0, lr_gates=0.3,
-                        warmup=0.0, lr_head=3e-3)
-    m = extract(str(tiny_whisper), tones / "train", tones / "valid", tones / "test", cfg, out, max_seconds=1.0,
-                progress=False)
-    assert m["params"]["kept_fraction"] < 0.8
-    return out
+STEPS = 12  # the reference extraction's steps (conftest.REFERENCE_STEPS)
 
 
 def baseline(method, tiny_whisper, tones, out, *extra):  # noqa: F811

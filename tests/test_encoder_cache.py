@@ -11,8 +11,6 @@ from subnet.training.encoder_cache import EncoderCache
 from subnet.training.baselines import importance, probe, random_keep, reference_info
 from subnet.training.extract import prepare_backbone, setup_run
 from subnet.training.loop import ExtractConfig, run_loop
-from test_baselines import reference  # noqa: F401  (module-scoped fixture)
-from test_extract import tiny_whisper, tones  # noqa: F401
 
 CFG = ExtractConfig(steps=15, batch_size=6, eval_every=5, lr_head=3e-3, train_gates=False)
 

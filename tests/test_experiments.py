@@ -8,7 +8,6 @@ import pytest
 
 from experiments.runner import (Experiment, Protocol, main, measure_latencies, plan, run_jobs,
                                 update_results_doc, write_reports)
-from test_extract import tiny_whisper, tones  # noqa: F401  (module-scoped fixtures)
 
 
 def test_plan_orders_references_before_baselines():

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
-import transformers
 
 import subnet
 from subnet.training.extract import extract
@@ -23,36 +21,6 @@ from subnet.training.loop import ExtractConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")])}
-
-
-def make_tones(root: Path, per_class=(12, 6, 6)):
-    rng = np.random.default_rng(0)
-    for split, n in zip(("train", "valid", "test"), per_class):
-        for cls, f0 in (("low", 220.0), ("mid", 660.0), ("high", 1500.0)):
-            (root / split / cls).mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                sr = 16000 if i % 3 else 8000  # some clips need resampling
-                t = np.arange(int(rng.uniform(0.3, 0.8) * sr)) / sr
-                x = 0.5 * np.sin(2 * np.pi * f0 * rng.uniform(0.97, 1.03) * t) + 0.05 * rng.standard_normal(len(t))
-                sf.write(root / split / cls / f"{i}.wav", x.astype(np.float32), sr)
-
-
-@pytest.fixture(scope="module")
-def tones(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tones")
-    make_tones(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def tiny_whisper(tmp_path_factory):
-    from transformers.models.whisper.modeling_whisper import WhisperEncoder
-    torch.manual_seed(0)
-    cfg = transformers.WhisperConfig(d_model=48, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=96,
-                                     num_mel_bins=80, max_source_positions=50, dropout=0.0)
-    path = tmp_path_factory.mktemp("whisper")
-    WhisperEncoder(cfg).save_pretrained(path)
-    return path
 
 
 def test_extract_end_to_end(tones, tiny_whisper, tmp_path):

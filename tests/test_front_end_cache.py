@@ -14,7 +14,6 @@ from subnet.training.extract import prepare_backbone, setup_run
 from subnet.training.front_end_cache import FrontEndCache
 from subnet.training.pipeline import Pipeline
 from subnet.training.loop import ExtractConfig, run_loop
-from test_extract import tiny_whisper, tones  # noqa: F401
 from test_families_torchaudio import build as build_torchaudio
 
 

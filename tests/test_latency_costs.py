@@ -39,7 +39,7 @@ def test_measured_costs_are_per_unit_seconds_and_feed_the_budget(tmp_path):
 def test_extract_with_latency_cost_keeps_its_table(tmp_path):
     from subnet.training.extract import extract
     from subnet.training.loop import ExtractConfig
-    from test_extract import make_tones
+    from helpers import make_tones
     import transformers
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
     make_tones(tmp_path / "tones", per_class=(6, 3, 3))

@@ -18,7 +18,6 @@ from subnet.report.runs import layer_label
 from subnet.report.stats import kept_matrices, kept_overlap
 from subnet.training.sweep import sweep
 from subnet.training.loop import ExtractConfig
-from test_extract import tiny_whisper, tones  # noqa: F401  (module-scoped fixtures)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -10,7 +10,6 @@ from subnet.report.stats import pareto_front
 from subnet.cli import parser
 from subnet.cli.options import config_from_args
 from subnet.training.loop import ExtractConfig
-from test_extract import tiny_whisper, tones  # noqa: F401  (module-scoped fixtures)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
