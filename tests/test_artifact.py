@@ -22,6 +22,7 @@ def _compact(kind, seed=0, size="small"):
     return model, mm, subnet.compact(mm)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["wav2vec2", "wavlm", "whisper", "torch-seq-prenorm"])
 def test_save_load_fresh_process_identical(kind, tmp_path):
     model, mm, small = _compact(kind, seed=1)
@@ -89,6 +90,7 @@ def test_truncated_or_corrupted_files_give_clear_errors(tmp_path):
         subnet.load(tmp_path / "nowhere")
 
 
+@pytest.mark.slow
 def test_mask_only_artifact_base_size(tmp_path):
     model, mm, small = _compact("wav2vec2", seed=4, size="base")
     path = subnet.save_masks(mm, tmp_path / "masks")

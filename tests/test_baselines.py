@@ -80,6 +80,7 @@ def test_importance_keeps_the_top_scored_units(tiny_whisper, tones, reference, t
             assert s[idx].min() >= s[dropped].max()
 
 
+@pytest.mark.slow
 def test_scratch_has_the_reference_architecture(tones, reference, tmp_path):  # noqa: F811
     m = baseline("scratch", None, tones, tmp_path, "--reference", str(reference), "--steps-factor", "1.5")
     same_format(m, reference)

@@ -199,6 +199,7 @@ def test_bad_arguments(whisper_dir):
         main(["bench", str(whisper_dir), "--runtime", "onnxruntime", "--dtype", "bf16"])
 
 
+@pytest.mark.slow
 def test_pytest_benchmark_suites_run():
     """`pytest benchmarks --benchmark-only` stays runnable: every benchmark once, untimed."""
     import subprocess

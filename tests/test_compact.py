@@ -167,6 +167,7 @@ def test_compact_model_keeps_library_features(kind):
     assert len(out.hidden_states) == n_layers + 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["wav2vec2", "wavlm", "data2vec", "hubert", "whisper", "torch-batch"])
 def test_base_size_random_masks(kind):
     model = build(kind, size="base")

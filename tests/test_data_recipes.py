@@ -36,6 +36,7 @@ def digest(manifest: Path) -> dict:
             **{r["path"]: hashlib.sha256((manifest.parent / r["path"]).read_bytes()).hexdigest() for r in rows}}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["kws-tts", "instruments"])
 def test_same_seed_same_bytes(tmp_path, name):
     a, b = build(name, tmp_path / "a", seed=3), build(name, tmp_path / "b", seed=3)

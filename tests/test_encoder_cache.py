@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from subnet import load_backbone
@@ -61,6 +62,7 @@ def test_the_cache_is_off_while_the_encoder_trains(tiny_whisper, tones, tmp_path
     assert run.ex.pipeline.cache.hits == run.ex.pipeline.cache.misses == 0
 
 
+@pytest.mark.slow
 def test_baselines_use_the_cache_and_match_uncached_metrics(tiny_whisper, tones, reference, tmp_path):  # noqa: F811
     for fn in (lambda c, o: probe(str(tiny_whisper), tones / "train", tones / "valid", tones / "test", c, o,
                                   max_seconds=1.0, progress=False, measure_latency=False),

@@ -26,6 +26,7 @@ def test_plan_orders_references_before_baselines():
         assert len(long) == 2 and max(long) <= mine[0] + len(mine) // 2
 
 
+@pytest.mark.slow
 def test_runs_latency_and_reports(tiny_whisper, tones, tmp_path, capsys):  # noqa: F811
     data = tmp_path / "data"
     (data / "tones").mkdir(parents=True)

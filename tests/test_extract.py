@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")])}
 
 
+@pytest.mark.slow
 def test_extract_end_to_end(tones, tiny_whisper, tmp_path):
     cfg = ExtractConfig(steps=60, batch_size=6, eval_every=20, loss="budget", t=0.5, lr_head=3e-3, align=4)
     m = extract(str(tiny_whisper), tones / "train", tones / "valid", tones / "test", cfg, tmp_path,
@@ -53,6 +54,7 @@ def test_extract_end_to_end(tones, tiny_whisper, tmp_path):
     assert res.returncode == 0 and res.stdout.split("\t")[1] in ("low", "mid", "high")
 
 
+@pytest.mark.slow
 def test_budget_reaches_its_target(tones, tiny_whisper, tmp_path):
     cfg = ExtractConfig(steps=150, batch_size=6, eval_every=50, loss="budget", t=0.4, lam=2.0)
     m = extract(str(tiny_whisper), tones / "train", tones / "valid", None, cfg, tmp_path, max_seconds=1.0,
@@ -70,6 +72,7 @@ def _cli_extract(tiny_whisper, tones, out, *extra, steps=40):
 
 @pytest.mark.parametrize("extra", [(), ("--freeze-dead", "3", "-t", "0.3", "--lambda", "4"),
                                    ("--settle", "0.6", "-t", "0.3", "--lambda", "4")])
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted_run(tones, tiny_whisper, tmp_path, extra):
     ref = tmp_path / "ref"
     subprocess.run(_cli_extract(tiny_whisper, tones, ref, *extra), check=True, env=ENV, timeout=600,
@@ -101,6 +104,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tones, tiny_whisper, tmp
         assert torch.equal(a["head"][k], b["head"][k]), k
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_with_double_batch(tones, tiny_whisper, tmp_path):
     one = tmp_path / "one"
     cmd = _cli_extract(tiny_whisper, tones, one, "--head-dropout", "0", steps=12)
@@ -309,6 +313,7 @@ def test_whole_run_variants_differ_only_as_named():
     assert all(replace(c, freeze_dead=0, settle=0.0) == v["subnet"] for c in v.values())
 
 
+@pytest.mark.slow
 def test_runs_in_lockstep_end_as_runs_alone(tones, tiny_whisper, tmp_path):
     """benchmarks/whole_run.py advances several runs one `loop_step` each in turn on a shared
     batch: each ends exactly as it would alone (`run_loop`), so the timed runs are real ones."""

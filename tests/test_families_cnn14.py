@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 import subnet
@@ -45,6 +46,7 @@ def test_front_end_is_log_mel():
     assert mel[0, 50].argmax() == model.logmel.mel.argmax(1)[round(1000 / 8000 * 512)]  # the 1 kHz band
 
 
+@pytest.mark.slow
 def test_load_in_a_fresh_process(tmp_path):
     model = tiny().eval()
     mm = subnet.attach_masks(model)

@@ -152,6 +152,7 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", FAMILIES, ids=[c.source for c in FAMILIES])
 def test_every_verb_runs(case, results):
     if case.row not in results:
@@ -159,6 +160,7 @@ def test_every_verb_runs(case, results):
     assert results[case.row] == {v: "ok" for v in VERBS}
 
 
+@pytest.mark.slow
 def test_readme_table_is_this_tests_result(results):
     """README's table between the markers is `table(results)`; rows of cases that did not run
     here (no real weights) are compared only where they ran."""

@@ -66,6 +66,7 @@ def test_conformer_gates_get_gradients():
     check_gradients(model, x)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["wav2vec2", "hubert", "wavlm"])
 def test_base_size_random_masks(kind):
     model, x = build(kind, size="base")
@@ -122,6 +123,7 @@ def test_conformer_group_norm_conv_module_is_refused():
     check_keep(model, x, keep, kinds=("head", "ffn"))
 
 
+@pytest.mark.slow
 def test_conformer_base_size_random_masks():
     model, x = conformer("base")
     mm = subnet.attach_masks(model, kinds=("head", "ffn", "dwconv"))

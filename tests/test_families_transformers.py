@@ -117,6 +117,7 @@ def test_clap_units_cover_every_stage():
     assert len(mm.groups) == 2 * 4  # heads + ffn in each of 2 x 2 blocks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ast", "conformer-relative", "clap"])
 def test_base_size_random_masks(kind):
     model, x = build(kind, size="base")

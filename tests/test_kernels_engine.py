@@ -36,6 +36,7 @@ def reference(tmp_path_factory):
     return steps_with("reference", tmp_path_factory.mktemp("ref"))
 
 
+@pytest.mark.slow
 def test_cpp_backend_matches_reference(reference, tmp_path):
     assert_same(steps_with("cpp", tmp_path), reference)
 
@@ -45,6 +46,7 @@ def test_triton_backend_matches_reference(reference, tmp_path):
     assert_same(steps_with("triton", tmp_path, interpret=True), reference)
 
 
+@pytest.mark.slow
 def test_default_path_matches_reference(reference, tmp_path):
     """Unforced on the CPU: SDPA + gate multiply for heads, the C++ gated_act for neurons."""
     env_backend = ENV.pop("SUBNET_KERNEL_BACKEND", None)

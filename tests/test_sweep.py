@@ -29,6 +29,7 @@ def test_flags_override_the_base_config():
     assert args.t == [0.2, 0.35, 0.5, 0.65, 0.8]  # the default settings
 
 
+@pytest.mark.slow
 def test_sweep_cli(tiny_whisper, tones, tmp_path):  # noqa: F811
     out = tmp_path / "sweep"
     argv = ["sweep", "--backbone", str(tiny_whisper), "--train", str(tones / "train"), "--valid",
