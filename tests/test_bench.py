@@ -232,3 +232,14 @@ def test_metrics_json_and_subnet_bench_agree_on_the_same_timings():
     for key in ("median_s", "p10_s", "p90_s"):
         assert lat["m"][key] == ran[key], key
     assert (lat["m"]["p10_s"], lat["m"]["p90_s"]) == pytest.approx((0.009, 0.0139))  # inclusive quantiles of `clock`
+
+
+def test_reports_record_the_kernel_choices(monkeypatch):
+    """metrics.json and `subnet bench` record which backend each fused op ran on (what
+    subnet_kernels measured; nothing is measured on the CPU, so the list is what it returns)."""
+    choice = [{"op": "gated_act", "device": "cuda:0", "backend": "triton", "reason": "fastest: 0.1 ms"}]
+    monkeypatch.setattr(bench, "measured_choices", lambda: choice)
+    model = build("wav2vec2")
+    report = bench.run_bench({"model": bench.Subject(model, "w2v", "backbone", None)}, batches=(1,),
+                             seconds=(0.1,), repeats=1, warmup=0, flops=False, memory=False)
+    assert report["kernel_choices"] == choice

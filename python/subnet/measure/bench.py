@@ -15,11 +15,13 @@ from typing import Callable
 import torch
 from torch import nn
 
+from subnet_kernels import measured_choices
+
 from ..export import onnx_runner
 from .environment import environment
 from .flops import count_flops
 from .memory import peak_memory
-from .timing import NO_DIFFERENCE, compare, interleaved_times, summarize, timer, verdict_text
+from .timing import compare, interleaved_times, summarize, timer, verdict_text
 
 
 # --- the models ----------------------------------------------------------------------------
@@ -157,6 +159,7 @@ def run_bench(subjects: dict[str, Subject], batches=(1, 8), seconds=(1.0,), devi
             report["runs"].append(run)
             del inputs, fns, eager
         del models
+    report["kernel_choices"] = measured_choices()  # the fused ops' backends, as measured on CUDA
     return report
 
 

@@ -14,6 +14,8 @@ from torch import distributed as dist
 from torch import nn
 
 from ..core.artifact import save
+from subnet_kernels import measured_choices
+
 from ..measure.flops import count_flops
 from ..measure.timing import interleaved_latency
 from ..core.compact import aligned_keep, compact
@@ -249,6 +251,8 @@ def finish(run: Run, out: Path, measure_latency: bool = True, small: nn.Module |
                     "torch": torch.__version__},
         "skipped": {"train": train_ds.summary.as_dict(), "eval": eval_set.summary.as_dict()},
         "data_notes": {"train": train_ds.notes, "eval": eval_set.notes},
+        # which kernel backend ran each fused op and shape, and why (measured on CUDA; empty on the CPU)
+        "kernel_choices": measured_choices(),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
