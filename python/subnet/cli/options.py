@@ -113,20 +113,6 @@ class HelpFormatter(argparse.HelpFormatter):
         return text
 
 
-def _numbers(text: str, kind=float) -> list:
-    try:
-        values = [kind(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values or any(v <= 0 or (isinstance(v, float) and not math.isfinite(v)) for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
-    return values
-
-
-def _ints(text: str) -> list[int]:
-    return _numbers(text, int)
-
-
 def positive_numbers(text: str, kind=float) -> list:
     """argparse type: "1,8" -> [1.0, 8.0]; every value positive and finite."""
     try:

@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 from torch import distributed as dist
 from torch import nn
-from torch.nn import functional as F
 
 from .encoder_cache import EncoderCache
 from .front_end_cache import FrontEndCache
