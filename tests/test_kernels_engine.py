@@ -41,6 +41,7 @@ def test_cpp_backend_matches_reference(reference, tmp_path):
     assert_same(steps_with("cpp", tmp_path), reference)
 
 
+@pytest.mark.slow
 @pytest.mark.interpreter
 def test_triton_backend_matches_reference(reference, tmp_path):
     assert_same(steps_with("triton", tmp_path, interpret=True), reference)
