@@ -325,7 +325,7 @@ def _check_digits(model):
 
 @pytest.mark.real
 def test_real_model_bin_layout():
-    """The shipped file parses exactly (no trailing bytes) with the layout DESIGN.md describes."""
+    """The shipped file parses exactly (no trailing bytes) as CTranslate2 lays it out (u32 version, spec name, revision, variables with rank, shape, dtype, bytes, then aliases)."""
     _require_weights()
     (path,), _ = W.source_files("whisper-tiny.en")
     m = read_ct2(path)
