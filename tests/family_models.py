@@ -60,25 +60,22 @@ def hf_model(name: str) -> nn.Module:
 
 
 # --- entry points -----------------------------------------------------------------------------
+# the arguments torchaudio's wav2vec2_model and wavlm_model share: a tiny encoder
+TA_W2V = dict(extractor_mode="group_norm", extractor_conv_layer_config=[(16, 10, 5), (12, 3, 2), (20, 3, 2)],
+              extractor_conv_bias=False, encoder_embed_dim=32, encoder_projection_dropout=0.0,
+              encoder_pos_conv_kernel=16, encoder_pos_conv_groups=4, encoder_num_layers=2, encoder_num_heads=4,
+              encoder_attention_dropout=0.0, encoder_ff_interm_features=48, encoder_ff_interm_dropout=0.0,
+              encoder_dropout=0.0, encoder_layer_norm_first=False, encoder_layer_drop=0.0, aux_num_out=None)
+
+
 def torchaudio_wav2vec2():
     torch.manual_seed(0)
-    return torchaudio.models.wav2vec2_model(
-        extractor_mode="group_norm", extractor_conv_layer_config=[(16, 10, 5), (12, 3, 2), (20, 3, 2)],
-        extractor_conv_bias=False, encoder_embed_dim=32, encoder_projection_dropout=0.0, encoder_pos_conv_kernel=16,
-        encoder_pos_conv_groups=4, encoder_num_layers=2, encoder_num_heads=4, encoder_attention_dropout=0.0,
-        encoder_ff_interm_features=48, encoder_ff_interm_dropout=0.0, encoder_dropout=0.0,
-        encoder_layer_norm_first=False, encoder_layer_drop=0.0, aux_num_out=None)
+    return torchaudio.models.wav2vec2_model(**TA_W2V)
 
 
 def torchaudio_wavlm():
     torch.manual_seed(0)
-    return torchaudio.models.wavlm_model(
-        extractor_mode="group_norm", extractor_conv_layer_config=[(16, 10, 5), (12, 3, 2), (20, 3, 2)],
-        extractor_conv_bias=False, encoder_embed_dim=32, encoder_projection_dropout=0.0, encoder_pos_conv_kernel=16,
-        encoder_pos_conv_groups=4, encoder_num_layers=2, encoder_num_heads=4, encoder_num_buckets=32,
-        encoder_max_distance=64, encoder_attention_dropout=0.0, encoder_ff_interm_features=48,
-        encoder_ff_interm_dropout=0.0, encoder_dropout=0.0, encoder_layer_norm_first=False, encoder_layer_drop=0.0,
-        aux_num_out=None)
+    return torchaudio.models.wavlm_model(encoder_num_buckets=32, encoder_max_distance=64, **TA_W2V)
 
 
 def torchaudio_conformer():
