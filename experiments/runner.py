@@ -30,11 +30,38 @@ from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 
+from subnet.data.augment import DEFAULT_SPEC
+
 from .summary import update_results_doc, write_reports
 
 TARGETS = (0.3, 0.45, 0.6, 0.75)
 SEEDS = (0, 1, 2)
 LONG_SCRATCH_TARGET = 0.45  # scratch with 4x the steps: one size, seed 0
+
+
+@dataclass(frozen=True)
+class TestSet:
+    """A test set every run of an experiment is also evaluated on (reported under "extra"):
+    a split of a recipe's manifest, optionally filtered by manifest fields, optionally degraded
+    by `subnet data degrade` with fixed settings and seed (a shifted copy)."""
+
+    label: str
+    recipe: str
+    split: str | None = None
+    keep: tuple = ()  # (field, value) pairs a clip must have
+    degrade: tuple = ()  # data.degrade.degrade_config keyword pairs; () = the clips as recorded
+    seed: int = 0
+
+    def manifest(self, data_root: Path) -> Path:
+        return data_root / "test-sets" / slug(self.label) / "manifest.jsonl"
+
+
+def slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+
+
+# noise at 5-15 dB SNR and a room of RT60 0.3-0.8 s: the same draw for every run (seed 0)
+ROOM_NOISE = (("noise_snr", "5:15"), ("reverb_rt60", "0.3:0.8"))
 
 
 @dataclass(frozen=True)
@@ -45,15 +72,19 @@ class Experiment:
     recipe: str
     task: str = "classify"
     max_seconds: float = 1.0
-    extra_test: tuple = ()  # (label, manifest file under the data root, {field: value} filter)
+    extra_tests: tuple = ()  # TestSets, each reported beside the recipe's test split
 
 
 EXPERIMENTS = (
     Experiment("1-kws", "keyword spotting: speech synthesis -> unseen voices and real recorded digits",
                "whisper-tiny.en", "kws-tts",
-               extra_test=("real English digits (Asterisk)", "digits-real/manifest.jsonl", {"language": "en"})),
+               extra_tests=(TestSet("real English digits (Asterisk)", "digits-real", keep=(("language", "en"),)),
+                            TestSet("unseen voices, telephone band + noise + reverb", "kws-tts", "test",
+                                    degrade=(("band", "telephone"), *ROOM_NOISE)))),
     Experiment("2-instruments", "instrument family: train FluidR3, test TimGM6mb", "whisper-tiny.en",
-               "instruments"),
+               "instruments",
+               extra_tests=(TestSet("FluidR3, other pitches (in-domain; the validation split)", "instruments", "valid"),
+                            TestSet("TimGM6mb + noise + reverb", "instruments", "test", degrade=ROOM_NOISE))),
     Experiment("3-pitch", "pitch class: train FluidR3, test TimGM6mb", "whisper-tiny.en", "pitch"),
     Experiment("4-tagging", "multi-label instrument tagging (mAP)", "whisper-tiny.en", "tagging", task="tag"),
     Experiment("5-asr", "speech recognition, CTC on asr-tts (CER)", "whisper-tiny.en", "asr-tts", task="ctc",
@@ -87,6 +118,17 @@ class Protocol:
                              batch_size=self.batch_size, lr_gates=self.lr_gates, lr_head=self.lr_head,
                              warmup=self.warmup, eval_every=self.eval_every, checkpoint_every=self.eval_every,
                              freeze_dead=self.freeze_dead, settle=self.settle, seed=seed)
+
+
+# extraction methods: the ExtractConfig fields each changes from the protocol's extraction
+# (make robustness compares them; distillation weight 10 of the head-mix MSE, augmentation
+# data.augment's defaults)
+OPTIONS = {
+    "extract": {},
+    "extract+distill": {"distill": 10.0},
+    "extract+augment": {"augment": DEFAULT_SPEC},
+    "extract+both": {"distill": 10.0, "augment": DEFAULT_SPEC},
+}
 
 
 @dataclass(frozen=True)
@@ -131,21 +173,40 @@ def prepare_data(experiments, data_root: Path, size: str = "small") -> None:
     """Build every recipe the experiments need (skipped when present), and the filtered
     manifests of the extra test sets."""
     from subnet.data.recipes.registry import build_recipe
-    needed = {e.recipe for e in experiments} | {e.extra_test[1].split("/")[0] for e in experiments if e.extra_test}
+    needed = {e.recipe for e in experiments} | {x.recipe for e in experiments for x in e.extra_tests}
     for recipe in sorted(needed):
         if not (data_root / recipe / "manifest.jsonl").is_file():
             print(f"results: building dataset {recipe} ({size}) under {data_root / recipe}", flush=True)
             build_recipe(recipe, data_root / recipe, seed=0, size=size, overwrite=True)
     for e in experiments:
-        if e.extra_test:
-            src = data_root / e.extra_test[1]
-            lines = [line for line in src.read_text().splitlines(keepends=True)
-                     if all(json.loads(line).get(k) == v for k, v in e.extra_test[2].items())]
-            extra_manifest(e, data_root).write_text("".join(lines))
+        for x in e.extra_tests:
+            prepare_test_set(x, data_root)
 
 
-def extra_manifest(exp: Experiment, data_root: Path) -> Path:
-    return data_root / exp.extra_test[1].split("/")[0] / f"{exp.name}-extra.jsonl"
+def prepare_test_set(x: TestSet, data_root: Path) -> Path:
+    """The manifest of test set `x` under DATA/test-sets/<label>/, built once: the selected
+    clips (absolute paths), or their degraded copy (its recipe.json records the settings)."""
+    from subnet.data.degrade import degrade, degrade_config
+    out = x.manifest(data_root)
+    if out.is_file():
+        return out
+    src = data_root / x.recipe / "manifest.jsonl"
+    if x.degrade:
+        if x.keep:
+            raise ValueError(f"test set {x.label!r}: a degraded copy takes a whole split (no keep filter)")
+        degrade(src, out.parent, degrade_config(**dict(x.degrade)), seed=x.seed, split=x.split,
+                overwrite=True, progress=False)
+        return out
+    rows = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if (x.split is None or r.get("split") == x.split)
+            and all(r.get(k) == v for k, v in x.keep)]
+    if not rows:
+        raise ValueError(f"test set {x.label!r}: no clip of {src} has split={x.split} and {dict(x.keep)}")
+    for r in rows:  # the manifest lives elsewhere than its source's clips
+        r["path"] = str((src.parent / r["path"]).resolve())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return out
 
 
 # --- one job (runs in a worker process) ---------------------------------------------------------
@@ -169,8 +230,9 @@ def run_job(job: Job, root: str, data_root: str, protocol: Protocol, experiments
     cfg = protocol.config(exp, job.seed, job.t if job.t is not None else 0.5)
     common = dict(max_seconds=exp.max_seconds, progress=False, measure_latency=False)
     starts = record_attempt(out)
-    if job.method == "extract":
-        m = extract_setting(exp.backbone, *data, cfg, out, **common)
+    if job.method in OPTIONS:
+        m = extract_setting(exp.backbone, *data, replace(cfg, **OPTIONS[job.method]), out, **common)
+        m["method"] = job.method
     elif job.method.startswith("probe"):
         factor = 4 if job.method == "probe-4x" else 1
         m = baselines.probe(exp.backbone, *data, replace(cfg, steps=factor * cfg.steps,
@@ -188,15 +250,21 @@ def run_job(job: Job, root: str, data_root: str, protocol: Protocol, experiments
         else:
             factor = 4.0 if job.method == "scratch-4x" else 1.0
             m = baselines.scratch(ref, *data, ref_cfg, out=out, steps_factor=factor, **common)
-    if exp.extra_test:
-        from subnet.training.extract import evaluate_artifact
-        r = evaluate_artifact(out, extra_manifest(exp, data_root), exp.max_seconds)
-        m["extra"] = {exp.extra_test[0]: {"metric": r["metric"], "value": r["value"], "clips": r["clips"]}}
+    if exp.extra_tests:
+        from subnet.training.extract import evaluate_extra
+        m["extra"] = evaluate_extra(out, {x.label: x.manifest(data_root) for x in exp.extra_tests},
+                                    exp.max_seconds, record=False)
     m["experiment"] = exp.name
     m["train_seconds"] = round(attempts_seconds(out, starts, time.time()), 1)
     m["attempts"] = len(starts)
     done.write_text(json.dumps(m, indent=1))
     return m
+
+
+def load_metrics(job: Job, root: Path) -> dict | None:
+    """A finished job's metrics.json, or None."""
+    f = job.out(root) / "metrics.json"
+    return json.loads(f.read_text()) if f.is_file() else None
 
 
 ATTEMPTS = "attempts.json"  # the start time of every attempt at a run (a killed run resumes)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..training.baselines import METHODS
-from .options import add_config_options, add_data_options, config_from_args
+from .options import add_config_options, add_data_options, config_from_args, split_tests
 
 _HELP = {
     "probe": ("the full frozen encoder + the same head, no gates",
@@ -62,7 +62,9 @@ def run(args) -> int:
     from ..training.extract import format_table
     common = dict(out=args.out, max_seconds=args.max_seconds, progress=not args.quiet,
                   measure_latency=not args.no_latency)
-    data = (args.train, args.valid, args.test)
+    from ..training.extract import evaluate_extra
+    test, extra = split_tests(args.test)
+    data = (args.train, args.valid, test)
     if args.method == "probe":
         cfg = config_from_args(args, reference_config(args.reference) if args.reference else None)
         m = probe(args.backbone, *data, cfg, **common)
@@ -78,6 +80,8 @@ def run(args) -> int:
         else:
             m = importance(args.backbone, args.reference, *data, cfg, prune_at=args.prune_at,
                            score_batches=args.score_batches, **common)
+    if extra:
+        m["extra"] = evaluate_extra(args.out, extra, args.max_seconds)
     print(format_table(m))
     print(f"{args.method}: {args.out} (metrics.json, log.jsonl, artifact)")
     return 0

@@ -37,16 +37,20 @@ def run(args) -> int:
 
     from ..training.extract import extract, format_table
     from ..training.loop import ExtractConfig
-    from .options import config_from_args
+    from .options import config_from_args, split_tests
 
     if args.refit and args.probe:
         raise SystemExit("subnet extract: --refit needs gates to fix; a --probe has none (drop one of the two)")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():  # under torchrun
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     cfg = config_from_args(args, ExtractConfig(t=args.t, train_gates=not args.probe))
-    metrics = extract(args.backbone, args.train, args.valid, args.test, cfg, args.out, max_seconds=args.max_seconds,
+    if cfg.distill and args.probe:
+        raise SystemExit("subnet extract: --distill pulls the gated encoder towards the full one; a --probe has "
+                         "no gates (drop one of the two)")
+    test, extra = split_tests(args.test)
+    metrics = extract(args.backbone, args.train, args.valid, test, cfg, args.out, max_seconds=args.max_seconds,
                       skip_bad=args.skip_bad, resume=args.resume, progress=not args.quiet,
-                      measure_latency=not args.no_latency)
+                      measure_latency=not args.no_latency, extra_tests=extra)
     if dist.is_initialized():
         dist.destroy_process_group()
     if metrics:
@@ -54,7 +58,7 @@ def run(args) -> int:
         print(f"artifact: {args.out} (metrics.json, log.jsonl)")
     if metrics and args.refit:
         from ..training.baselines import refit_extraction
-        refit = refit_extraction(args.backbone, args.out, args.train, args.valid, args.test, cfg.seed,
+        refit = refit_extraction(args.backbone, args.out, args.train, args.valid, test, cfg.seed,
                                  args.max_seconds, not args.quiet, not args.no_latency, rerun=True)
         print(f"refit (the same units, a new head trained with the gates fixed):\n{format_table(refit)}")
         from ..training.tasks import task_named

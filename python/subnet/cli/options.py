@@ -5,6 +5,7 @@ import argparse
 import math
 from dataclasses import fields, replace
 
+from ..data.augment import DEFAULT_SPEC
 from ..training.loop import ExtractConfig
 
 # ExtractConfig fields a command line may set; None on the command line = "not given"
@@ -34,11 +35,17 @@ _OPTIONS = {  # field: (flag, type, help)
                 "--freeze-dead freezes units"),
     "freeze_dead": ("--freeze-dead", int, "freeze a unit whose gate stayed 0 for K steps: it stops being "
                     "computed (faster steps; 0 = never)"),
+    "distill": ("--distill", float, "weight W of a loss pulling the gated encoder's hidden states towards the "
+                "full encoder's on the same batch (DPHuBERT-style distillation; keeps more of what the full "
+                "encoder does outside the training domain; one more encoder forward per step; 0 = off)"),
+    "distill_layers": ("--distill-layers", str, "the states --distill compares: 'mix' (the head's layer mix) "
+                       "or comma-separated hidden-state indices, e.g. 0,2,4"),
+    "distill_loss": ("--distill-loss", str, "distance of --distill: mse | l1cos (DPHuBERT's L1 + cosine)"),
     "settle": ("--settle", float, "fraction of the steps, at the end, with every gate fixed where it is: the "
                "units then off are frozen and only the head trains, on the units it ships with (these "
                "steps skip the backward pass through the encoder; 0 = none)"),
 }
-_CHOICES = {"compile": ["default", "reduce-overhead", "max-autotune"], "dtype": ["fp32", "bf16"], "task": ["classify", "tag", "ctc"], "loss": ["seed", "mean", "budget"], "cost": ["params", "flops", "latency"]}
+_CHOICES = {"distill_loss": ["mse", "l1cos"], "compile": ["default", "reduce-overhead", "max-autotune"], "dtype": ["fp32", "bf16"], "task": ["classify", "tag", "ctc"], "loss": ["seed", "mean", "budget"], "cost": ["params", "flops", "latency"]}
 
 
 def add_data_options(p: argparse.ArgumentParser, backbone_required: bool = True) -> None:
@@ -47,11 +54,15 @@ def add_data_options(p: argparse.ArgumentParser, backbone_required: bool = True)
                    help="builtin name (whisper-tiny.en, whisper-base), transformers directory, or hub id")
     p.add_argument("--train", required=True, help="training data (folder tree or manifest[@split])")
     p.add_argument("--valid", required=True, help="validation data: picks the best state")
-    p.add_argument("--test", help="test data: the reported metric (default: the validation data)")
+    p.add_argument("--test", action="append", metavar="[NAME=]DATA",
+                   help="test data: the reported metric (default: the validation data); repeat with NAME=DATA "
+                        "for more test sets (another domain, a degraded copy), each reported under its name "
+                        "in metrics.json")
     p.add_argument("--max-seconds", type=float, default=2.0, help="crop clips to this length in seconds (default: 2.0)")
 
 
-_GATE_OPTIONS = {"kinds", "loss", "lam", "cost", "lr_gates", "warmup", "freeze_dead", "settle"}
+_GATE_OPTIONS = {"kinds", "loss", "lam", "cost", "lr_gates", "warmup", "freeze_dead", "settle", "distill",
+                 "distill_layers", "distill_loss"}
 
 
 def add_config_options(p: argparse.ArgumentParser, defaults: ExtractConfig | None = None,
@@ -82,6 +93,10 @@ def add_config_options(p: argparse.ArgumentParser, defaults: ExtractConfig | Non
     p.add_argument("--front-end", dest="front_end", nargs="+", metavar="KEY=VALUE", default=None,
                    help="change settings of the encoder's front end, e.g. hop=0.1 (CREPE: seconds between "
                         "frames); an unknown key lists the front end's settings")
+    p.add_argument("--augment", nargs="?", const=DEFAULT_SPEC, default=None, metavar="SPEC",
+                   help="augment every training clip: comma-separated effect=probability and setting=LO:HI "
+                        "pairs (effects speed, pitch, reverb, band, noise, gain; e.g. noise=0.5,snr=0:20,"
+                        f"reverb=0.3); alone: {DEFAULT_SPEC}. Never speed or pitch for a pitch task")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -89,7 +104,7 @@ def add_config_options(p: argparse.ArgumentParser, defaults: ExtractConfig | Non
 def config_from_args(args, base: ExtractConfig | None = None) -> ExtractConfig:
     """`base` with every flag the user gave applied on top."""
     base = base or ExtractConfig()
-    names = set(_OPTIONS) | {"coupled", "cache_encoder", "cache_front_end", "front_end"}  # not t (a sweep's list) nor train_gates (the method's)
+    names = set(_OPTIONS) | {"coupled", "cache_encoder", "cache_front_end", "front_end", "augment"}  # not t (a sweep's list) nor train_gates (the method's)
     given = {f.name: getattr(args, f.name) for f in fields(ExtractConfig)
              if f.name in names and getattr(args, f.name, None) is not None}
     if "kinds" in given:
@@ -100,6 +115,25 @@ def config_from_args(args, base: ExtractConfig | None = None) -> ExtractConfig:
     if "layer" in given and given["layer"] != "weighted":
         given["layer"] = int(given["layer"])
     return replace(base, **given)
+
+
+def split_tests(values: list[str] | None, flag: str = "--test") -> tuple[str | None, dict[str, str]]:
+    """`--test` values -> (the main test set or None, {name: data} of the named ones).
+    NAME=DATA names a set (NAME: letters, digits, - _ .); a value without a name is the main one."""
+    import re
+    from pathlib import Path
+    main, named = None, {}
+    for v in values or []:
+        m = re.fullmatch(r"([A-Za-z0-9_.-]+)=(.+)", v)
+        if m and not Path(v.split("@")[0]).exists():
+            if m[1] in named:
+                raise SystemExit(f"{flag}: two test sets named {m[1]!r} ({named[m[1]]}, {m[2]})")
+            named[m[1]] = m[2]
+        elif main is not None:
+            raise SystemExit(f"{flag}: two unnamed test sets ({main}, {v}); name the extra ones NAME=DATA")
+        else:
+            main = v
+    return main, named
 
 
 class HelpFormatter(argparse.HelpFormatter):

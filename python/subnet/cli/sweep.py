@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_config_options, add_data_options, config_from_args
+from .options import add_config_options, add_data_options, config_from_args, split_tests
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -35,9 +35,10 @@ def run(args) -> int:
     from ..training.loop import ExtractConfig
     from ..training.sweep import sweep, sweep_table
     cfg = config_from_args(args, ExtractConfig(loss="budget"))
-    results = sweep(args.backbone, args.train, args.valid, args.test, args.t, cfg, args.out,
+    test, extra = split_tests(args.test)
+    results = sweep(args.backbone, args.train, args.valid, test, args.t, cfg, args.out,
                     max_seconds=args.max_seconds, progress=not args.quiet,
-                    measure_latency=not args.no_latency, rerun=args.rerun, refit=args.refit)
+                    measure_latency=not args.no_latency, rerun=args.rerun, refit=args.refit, extra_tests=extra)
     print(sweep_table(results))
     print(f"table: {Path(args.out) / 'sweep.md'}  plot: {Path(args.out) / 'sweep.png'}")
     return 0

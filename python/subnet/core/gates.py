@@ -111,6 +111,17 @@ class MaskedModel(nn.Module):
         with self.active():
             return fn(self.runner(), *args, **kwargs)
 
+    def call_full(self, fn, *args, **kwargs):
+        """`fn(backbone, ...)` with every gate 1, frozen units included: the full encoder's output
+        (up to the rounding of the gated kernels), without taking the gates out and putting
+        them back."""
+        device = self.logits[0].device if len(self.logits) else None
+        self._gates = {n: torch.ones(g.size, device=device) for n, g in self.groups.items()}
+        try:
+            return fn(self.backbone, *args, **kwargs)
+        finally:
+            self._gates = None
+
     # --- skipping frozen units -------------------------------------------------------
     def runner(self) -> nn.Module:
         """The module the forward pass runs: the backbone, or while units are frozen (and

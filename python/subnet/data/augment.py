@@ -93,6 +93,7 @@ class AugmentConfig:
 
 
 DEFAULTS = AugmentConfig(speed=0.3, pitch=0.0, reverb=0.3, band=0.2, noise=0.5, gain=0.5)
+DEFAULT_SPEC = ",".join(f"{e}={getattr(DEFAULTS, e):g}" for e in EFFECTS if getattr(DEFAULTS, e))  # == DEFAULTS
 
 
 def _number(token: str, text: str) -> float:

@@ -35,12 +35,16 @@ def to_batch(raw: dict, task: Task, labels: list[str]) -> Batch:
 
 class StepBatches:
     """Global batch number `step` of an endless, epoch-shuffled, length-bucketed stream; a
-    pure function of (seed, step), so a resumed run sees exactly the batches it would have."""
+    pure function of (seed, step), so a resumed run sees exactly the batches it would have.
+    With `augment` (a data.augment spec) every clip is augmented, drawn from a generator
+    seeded by (seed, step, rank): still a pure function of (seed, step)."""
 
     def __init__(self, ds: AudioDataset, batch_size: int, task: Task, labels: list[str], rank: int = 0,
-                 world: int = 1):
+                 world: int = 1, augment: str = ""):
+        from ..data.augment import parse_augment
         from ..data.batching import BucketBatchSampler
-        self.ds, self.task, self.labels = ds, task, labels
+        self.ds, self.task, self.labels, self.rank = ds, task, labels, rank
+        self.augment = parse_augment(augment) if augment else None
         self.sampler = BucketBatchSampler(ds.lengths(), batch_size, shuffle=True, seed=ds.seed, drop_last=True,
                                           num_replicas=world, rank=rank)
         if len(self.sampler) == 0:
@@ -54,7 +58,15 @@ class StepBatches:
             self.sampler.set_epoch(epoch)
             self.ds.set_epoch(epoch)
             self._batches, self._epoch = list(iter(self.sampler)), epoch
-        return to_batch(collate([self.ds[i] for i in self._batches[step % per_epoch]]), self.task, self.labels)
+        raw = collate([self.ds[i] for i in self._batches[step % per_epoch]])
+        if self.augment is not None:
+            import numpy as np
+
+            from ..data.augment import augment_batch
+            seed = int(np.random.SeedSequence([self.ds.seed, step, self.rank]).generate_state(1, np.uint64)[0] >> 1)
+            raw["waves"], raw["lengths"] = augment_batch(raw["waves"], raw["lengths"], self.ds.sample_rate,
+                                                         self.augment, torch.Generator().manual_seed(seed))
+        return to_batch(raw, self.task, self.labels)
 
 
 def eval_batches(ds: AudioDataset, batch_size: int, task: Task, labels: list[str]):
@@ -84,6 +96,23 @@ def evaluate_artifact(artifact, data, max_seconds: float | None = None, batch_si
     result = task.score(outs, targets, frames, pipe.labels)
     return {"metric": result["metric"], "value": result["value"], "clips": result["n"],
             "skipped": ds.summary.as_dict(), "data_notes": ds.notes}
+
+
+def evaluate_extra(artifact, tests: dict, max_seconds: float | None = None, batch_size: int = 16,
+                   skip_bad: bool = False, record: bool = True) -> dict:
+    """Every named test set of `tests` ({name: data}) through `evaluate_artifact`: {name:
+    {metric, value, clips, data}}; with `record`, also written into the artifact's metrics.json
+    under "extra" (the reports show each beside the main test set)."""
+    extra = {}
+    for name, data in tests.items():
+        r = evaluate_artifact(artifact, data, max_seconds, batch_size, skip_bad)
+        extra[name] = {"metric": r["metric"], "value": r["value"], "clips": r["clips"], "data": str(data)}
+    file = Path(artifact) / "metrics.json"
+    if record and file.is_file() and extra:
+        m = json.loads(file.read_text())
+        m["extra"] = {**(m.get("extra") or {}), **extra}
+        file.write_text(json.dumps(m, indent=1))
+    return extra
 
 
 def drop_unread_layers(backbone: nn.Module, layer) -> tuple[nn.Module, object]:
@@ -156,17 +185,19 @@ def setup_run(backbone: nn.Module, train, valid, test, cfg: ExtractConfig, out: 
     elif rank == 0:
         (out / "log.jsonl").write_text("")
         (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
-    steps = StepBatches(train_ds, cfg.batch_size, ex.task, labels, rank, world)
+    steps = StepBatches(train_ds, cfg.batch_size, ex.task, labels, rank, world, cfg.augment)
     return Run(ex, train_ds, valid_ds, test_ds, labels, JsonlLog(out / "log.jsonl"), steps, t0)
 
 
 def extract(backbone, train, valid, test=None, cfg: ExtractConfig | None = None, out="subnet-out",
             max_seconds: float | None = 2.0, skip_bad: bool = False, resume: bool = False,
-            progress: bool = True, measure_latency: bool = True) -> dict:
+            progress: bool = True, measure_latency: bool = True, extra_tests: dict | None = None) -> dict:
     """Train gates + head on `train`, keep the best by `valid`, compact, save, evaluate on `test`.
 
     `backbone`: anything `subnet.load_backbone` accepts. `train`/`valid`/`test`: folder trees
-    or manifests (`path@split` selects a split of a manifest). Writes to `out`: the artifact
+    or manifests (`path@split` selects a split of a manifest). `extra_tests`: {name: data} of
+    more test sets (other domains, degraded copies), each evaluated on the compact model and
+    reported under "extra" in metrics.json. Writes to `out`: the artifact
     (model.safetensors, subnet.json, head.safetensors), log.jsonl, checkpoint.pt, best.pt and
     metrics.json, whose content is also returned.
     """
@@ -179,7 +210,10 @@ def extract(backbone, train, valid, test=None, cfg: ExtractConfig | None = None,
     run_loop(run.ex, run.steps, run.valid, run.log, progress)
     if _is_dist() and dist.get_rank() != 0:
         return {}
-    return finish(run, Path(out), measure_latency)
+    metrics = finish(run, Path(out), measure_latency)
+    if extra_tests:
+        metrics["extra"] = evaluate_extra(out, extra_tests, max_seconds, cfg.batch_size, skip_bad)
+    return metrics
 
 
 def _dataset(source, fe, vocab, max_seconds, train, seed, skip_bad, progress):
@@ -263,6 +297,8 @@ def format_table(m: dict) -> str:
     lat = m.get("latency_batch1")
     lines = [f"test {m['metric']} on {m['eval_clips']} clips of {m['eval_set']}: masked model {m['masked']:.3f}, "
              f"compact model {m['compact']:.3f}"]
+    lines += [f"  {name} ({e['data']}, {e['clips']} clips): compact model {e['value']:.3f}"
+              for name, e in (m.get("extra") or {}).items()]
     rows = [("", "full encoder", "compact"),
             ("parameters", f"{m['params']['full']:,}", f"{m['params']['compact']:,} ({100 * m['params']['kept_fraction']:.1f}%)"),
             ("GFLOPs / clip", f"{m['flops_per_clip']['full'] / 1e9:.2f}", f"{m['flops_per_clip']['compact'] / 1e9:.2f}")]

@@ -25,7 +25,10 @@ from .pipeline import Pipeline
 from ..core.gates import MaskedModel
 from ..core.losses import SparsityLoss
 from ..core.units import COST_ATTRS
+from .distill import KINDS as DISTILL_LOSSES
+from .distill import distill_loss
 from .tasks import task_named
+from ..data.augment import parse_augment
 
 
 @dataclass
@@ -57,6 +60,10 @@ class ExtractConfig:
     dtype: str = "fp32"  # fp32 | bf16 (autocast of the forward pass; gates and head stay fp32)
     compile: str = ""  # "" (eager) | default | reduce-overhead (CUDA graphs) | max-autotune: torch.compile of the encoder
     front_end: dict = field(default_factory=dict)  # settings of the family's front end to change, e.g. {"hop": 0.1}
+    augment: str = ""  # waveform augmentation of training batches: a data.augment spec ("" = off)
+    distill: float = 0.0  # weight of the loss pulling the gated encoder's states to the full encoder's (0 = off)
+    distill_layers: str = "mix"  # "mix" (what the head reads) or comma-separated hidden-state indices
+    distill_loss: str = "mse"  # mse | l1cos (DPHuBERT's L1 + cosine distance)
 
 
 @dataclass
@@ -78,6 +85,21 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r}: torch sees no CUDA device here (use --device cpu)")
     return device
+
+
+def _distill_layers(text) -> str | list[int]:
+    """ExtractConfig.distill_layers: "mix" or comma-separated hidden-state indices."""
+    if isinstance(text, (list, tuple)):
+        return [int(i) for i in text]
+    if str(text).strip() == "mix":
+        return "mix"
+    try:
+        layers = [int(i) for i in str(text).split(",") if i.strip()]
+    except ValueError:
+        layers = []
+    if not layers:
+        raise ValueError(f"distill_layers must be 'mix' or comma-separated layer indices (e.g. 0,2,4), not {text!r}")
+    return layers
 
 
 def _to(value, device):
@@ -117,11 +139,23 @@ class Extractor:
             raise ValueError(f"settle is the fraction of the steps with the gates fixed, in [0, 1), not {cfg.settle}")
         if cfg.compile and cfg.compile not in COMPILE_MODES:
             raise ValueError(f"compile must be '' (eager) or one of {COMPILE_MODES}, not {cfg.compile!r}")
+        parse_augment(cfg.augment)  # a bad spec fails here, before any work
+        if cfg.distill < 0:
+            raise ValueError(f"distill is a loss weight, >= 0, not {cfg.distill}")
+        if cfg.distill and not cfg.train_gates:
+            raise ValueError("distill pulls the gated encoder towards the full one: it needs gates to train "
+                             "(a probe has none)")
+        if cfg.distill_loss not in DISTILL_LOSSES:
+            raise ValueError(f"distill_loss must be one of {DISTILL_LOSSES}, not {cfg.distill_loss!r}")
+        self.distill_layers = _distill_layers(cfg.distill_layers)
         torch.manual_seed(cfg.seed)
         self.masked: MaskedModel = self._attach(backbone).to(self.device)
         self.masked.backbone.eval()
         self.front_end = front_end or self.masked.family.front_end(backbone)
         width, n_states = self._probe_shapes()
+        if self.distill_layers != "mix" and not all(-n_states <= i < n_states for i in self.distill_layers):
+            raise ValueError(f"distill_layers {cfg.distill_layers!r}: the encoder has {n_states} hidden states "
+                             f"(indices 0..{n_states - 1})")
         self.task = task_named(cfg.task)
         self.head = self.task.head(width, n_states, n_out, cfg.layer).to(self.device)
         for m in self.head.modules():
@@ -130,12 +164,15 @@ class Extractor:
         self.head_config = {"task": cfg.task, "width": width, "n_states": n_states, "n_out": n_out,
                             "layer": cfg.layer}
         self.pipeline = Pipeline(self.masked, self.front_end, self.head, self.task, labels)
-        if cfg.cache_encoder and not cfg.train_gates:
+        # (augmented clips are new every step: a per-clip cache would only fill up)
+        if cfg.cache_encoder and not cfg.train_gates and not cfg.augment:
             self.pipeline.cache = EncoderCache(self._gate_state)
+        # the teacher's states are a fixed function of the clip unless it is augmented
+        self.teacher_cache = EncoderCache(lambda: b"teacher") if cfg.distill and not cfg.augment else None
         paths = self.masked.family.front_end_modules(self.masked.backbone)
         # (an encoder cache already serves everything after the front end; a compiled encoder
         # is one graph, which a per-clip lookup in the middle would break)
-        if (cfg.cache_front_end and self.pipeline.cache is None and not cfg.compile
+        if (cfg.cache_front_end and self.pipeline.cache is None and not cfg.compile and not cfg.augment
                 and FrontEndCache.applies(self.masked.backbone, paths, self.masked.groups)):
             self.pipeline.front_end_cache = FrontEndCache()
             self.pipeline.front_end_cache.install(self.masked.backbone, paths)
@@ -198,12 +235,15 @@ class Extractor:
         if settling and any(m.requires_grad for m in self.masked.logits):
             self._settle()  # (also where a run resumed after this point gets back to)
         self.head.train()
-        with self.autocast():
-            logits, frames = self.pipeline(batch.waves, batch.lengths)
-        loss_task = self.task.loss(logits.float(), frames, batch.targets)
         gates = self.cfg.train_gates and not settling
+        with self.autocast():
+            logits, frames, states = self.pipeline.run(batch.waves, batch.lengths)
+        loss_task = self.task.loss(logits.float(), frames, batch.targets)
+        loss_distill = self._distill(states, frames, batch) if gates and self.cfg.distill else None
         loss_sparse = self.sparsity(self.masked) * self.ramp() if gates else logits.new_zeros(())
-        loss = loss_task + loss_sparse if self.cfg.coupled else loss_task
+        # distillation is part of what the units are kept for: it goes through Adam with the task loss
+        loss_kept = loss_task if loss_distill is None else loss_task + self.cfg.distill * loss_distill
+        loss = loss_kept + loss_sparse if self.cfg.coupled else loss_kept
         self.opt.zero_grad(set_to_none=False)
         loss.backward()
         if _is_dist():  # average gradients over processes (each saw its share of the batch)
@@ -219,8 +259,29 @@ class Extractor:
         if gates and self.cfg.freeze_dead > 0:
             self.masked.update_dead(self.cfg.freeze_dead)
         self.state.step += 1
-        return {"step": self.state.step, "loss": float(loss_task.detach()), "sparsity": float(loss_sparse.detach()),
-                "kept": self.masked.kept_fraction("params")}
+        rec = {"step": self.state.step, "loss": float(loss_task.detach()), "sparsity": float(loss_sparse.detach()),
+               "kept": self.masked.kept_fraction("params")}
+        if loss_distill is not None:
+            rec["distill"] = float(loss_distill.detach())
+        return rec
+
+    def _distill(self, states, frames, batch: Batch) -> torch.Tensor:
+        """Distance of the gated encoder's states to the full encoder's on the same batch
+        (`training.distill`); the head's layer mix (detached) says which states matter."""
+        with torch.no_grad(), self.autocast():
+            if self.teacher_cache is not None:
+                teacher = self.teacher_cache.states(self.pipeline.teacher_states, batch.waves.to(self.device),
+                                                    batch.lengths.to(self.device), not self.front_end.fixed_length)
+            else:
+                teacher = self.pipeline.teacher_states(batch.waves, batch.lengths)
+        mix = self.head.mix
+        if self.distill_layers != "mix":
+            layers, weights = self.distill_layers, None
+        elif mix.layer == "weighted":
+            layers, weights = "mix", torch.softmax(mix.weights, 0)
+        else:  # a head that reads one state: that state
+            layers, weights = [int(mix.layer)], None
+        return distill_loss(states, teacher, frames, layers, weights, self.cfg.distill_loss)
 
     @torch.no_grad()
     def _sparsity_step(self, loss_sparse: torch.Tensor) -> None:

@@ -49,6 +49,12 @@ class Pipeline(nn.Module):
         return any(p.requires_grad for p in self.encoder.parameters())
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor | None = None):
+        """(head output, (B, F) bool mask of real frames) for a batch of waveforms."""
+        logits, frames, _ = self.run(waves, lengths)
+        return logits, frames
+
+    def run(self, waves: torch.Tensor, lengths: torch.Tensor | None = None):
+        """`forward`, and the hidden states the head read: (logits, frames, states)."""
         if lengths is None:
             lengths = torch.full((waves.shape[0],), waves.shape[1], dtype=torch.long)
         device = next(self.head.parameters()).device  # the waveforms go where the model is
@@ -58,7 +64,20 @@ class Pipeline(nn.Module):
         else:
             states = self.encode(waves, lengths)
         frames = self.front_end.frames(lengths, states[-1].shape[1])
-        return self.head(states, frames), frames
+        return self.head(states, frames), frames, states
+
+    @torch.no_grad()
+    def teacher_states(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The hidden states of the full encoder (every unit on, frozen ones too) for a batch:
+        what distillation pulls a masked encoder's states towards."""
+        if not isinstance(self.encoder, MaskedModel):
+            raise TypeError("teacher_states needs a MaskedModel encoder (the full encoder is its backbone)")
+        device = next(self.head.parameters()).device
+        waves, lengths = waves.to(device), lengths.to(device)
+        inputs = self.front_end.inputs(waves, lengths)
+        fec = self.front_end_cache
+        with fec.clips(waves, lengths, not self.front_end.fixed_length) if fec is not None else nullcontext():
+            return self.encoder.call_full(self.family.states, inputs)
 
 
 def load_pipeline(path) -> Pipeline:

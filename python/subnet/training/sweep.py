@@ -19,11 +19,12 @@ def run_name(t: float) -> str:
 
 def sweep(backbone, train, valid, test, ts, cfg: ExtractConfig | None = None, out="sweep-out",
           max_seconds: float | None = 2.0, progress: bool = True, measure_latency: bool = True,
-          rerun: bool = False, refit: bool = False) -> list[dict]:
+          rerun: bool = False, refit: bool = False, extra_tests: dict | None = None) -> list[dict]:
     """Extract once per target in `ts` into out/t=<t>/; return the metrics (with "t", "method",
     "run") in the order of `ts`, and write out/sweep.md and out/sweep.png. Unless `rerun`, a
     finished setting is read back and an unfinished one resumes from its checkpoint. `refit`:
-    each extraction is followed by a head refit into out/t=<t>/refit (its metrics under "refit")."""
+    each extraction is followed by a head refit into out/t=<t>/refit (its metrics under "refit").
+    `extra_tests`: {name: data} of more test sets, reported under "extra" (as `extract`)."""
     cfg = cfg or ExtractConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -33,7 +34,7 @@ def sweep(backbone, train, valid, test, ts, cfg: ExtractConfig | None = None, ou
         if progress and (rerun or not (run / "metrics.json").is_file()):
             print(f"sweep: t={t:g} -> {run}")
         m = extract_setting(backbone, train, valid, test, replace(cfg, t=t), run, max_seconds, progress,
-                            measure_latency, rerun)
+                            measure_latency, rerun, extra_tests)
         m["run"] = str(run)
         if refit:
             from .baselines import refit_extraction
@@ -48,7 +49,8 @@ def sweep(backbone, train, valid, test, ts, cfg: ExtractConfig | None = None, ou
 
 
 def extract_setting(backbone, train, valid, test, cfg: ExtractConfig, run, max_seconds: float | None = 2.0,
-                    progress: bool = True, measure_latency: bool = True, rerun: bool = False) -> dict:
+                    progress: bool = True, measure_latency: bool = True, rerun: bool = False,
+                    extra_tests: dict | None = None) -> dict:
     """One sweep setting: `extract` into `run` with the sweep's fields (method, t, backbone,
     train set, seed, steps) added to its metrics.json. A finished run (metrics.json present) is
     read back unless `rerun`; an unfinished one resumes from its checkpoint."""
@@ -58,7 +60,7 @@ def extract_setting(backbone, train, valid, test, cfg: ExtractConfig, run, max_s
     if done.is_file() and not rerun:  # a long sweep killed half-way restarts where it stopped
         return json.loads(done.read_text())
     m = extract(backbone, train, valid, test, cfg, run, max_seconds=max_seconds, progress=progress,
-                measure_latency=measure_latency, resume=not rerun)
+                measure_latency=measure_latency, resume=not rerun, extra_tests=extra_tests)
     m.update(method="extract", t=cfg.t, backbone=str(backbone), train_set=str(train), seed=cfg.seed,
              steps=cfg.steps)
     done.write_text(json.dumps(m, indent=1))

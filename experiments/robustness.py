@@ -1,0 +1,104 @@
+"""`make robustness`: does an extraction keep the full encoder's robustness outside the training
+domain, and which training option helps? (docs/RESULTS.md "Robustness outside the training domain")
+
+For every experiment with shifted test sets (`Experiment.extra_tests`), at two sizes (t = 0.6 and
+0.4: about 40% and 60% of the parameters removed) and every seed, the protocol's extraction and
+the same with each option of `OPTIONS`; the probe (full frozen encoder + head, same data, head,
+steps) is the reference on every set. Runs go to OUT/robustness/ (apart from `make results`'
+runs, whose reports would otherwise take these in), the data is shared (OUT/data/); two at a
+time, one thread each; a finished run is kept, an unfinished one resumes. The table goes into
+docs/RESULTS.md between <!-- robustness --> and <!-- /robustness -->.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+from pathlib import Path
+
+from .runner import EXPERIMENTS, OPTIONS, Job, Protocol, load_metrics, prepare_data, run_jobs
+
+TARGETS = (0.6, 0.4)
+METHODS = ("probe", *OPTIONS)
+MARKERS = ("<!-- robustness -->", "<!-- /robustness -->")
+
+
+def plan(experiments, protocol: Protocol) -> list[Job]:
+    jobs = []
+    for exp in experiments:
+        for seed in protocol.seeds:
+            jobs.append(Job("probe", exp.name, seed))
+            jobs += [Job(method, exp.name, seed, t) for t in TARGETS for method in OPTIONS]
+    return jobs
+
+
+def _cell(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} +- {statistics.stdev(values):.3f}"
+
+
+def table(exp, runs: list[dict]) -> str:
+    """One experiment's rows: method x size, the test split and every extra test set, mean +- std
+    over seeds, the parameters removed, the training time."""
+    sets = ["test"] + [x.label for x in exp.extra_tests]
+    head = ("| method | t | removed | " + " | ".join(sets) + " | train s |", "|---" * (len(sets) + 4) + "|")
+    rows = []
+    for method in METHODS:
+        for t in (None,) if method == "probe" else TARGETS:
+            ms = [m for m in runs if m.get("method") == method and (t is None or m.get("t") == t)]
+            if not ms:
+                continue
+            cells = [_cell([m["compact"] for m in ms])]
+            cells += [_cell([m["extra"][s]["value"] for m in ms if s in (m.get("extra") or {})]) for s in sets[1:]]
+            removed = statistics.mean(100 * (1 - m["params"]["kept_fraction"]) for m in ms)
+            seconds = statistics.mean(m.get("train_seconds", m.get("seconds", 0)) for m in ms)
+            rows.append(f"| {method} | {'-' if t is None else f'{t:g}'} | {removed:.1f}% | " + " | ".join(cells)
+                        + f" | {seconds:.0f} |")
+    clips = {s: next((m["extra"][s]["clips"] for m in runs if s in (m.get("extra") or {})), None) for s in sets[1:]}
+    sizes = "; ".join(f"{s}: {n} clips" for s, n in clips.items() if n)
+    return "\n".join([f"#### {exp.name}: {exp.title}", "", f"Test split: `{exp.recipe}` test; {sizes}.", "",
+                      *head, *rows]) + "\n"
+
+
+def update_doc(doc: Path, text: str) -> bool:
+    """Replace the part of `doc` between MARKERS with `text`; False when the markers are absent."""
+    if not doc.is_file():
+        return False
+    old = doc.read_text()
+    pattern = re.compile(re.escape(MARKERS[0]) + ".*?" + re.escape(MARKERS[1]), re.S)
+    if not pattern.search(old):
+        return False
+    doc.write_text(pattern.sub(lambda _: f"{MARKERS[0]}\n{text}{MARKERS[1]}", old))
+    return True
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.robustness",
+                                description="Extraction vs extraction with distillation / augmentation / both, "
+                                            "on in-domain and shifted test sets (resumable).")
+    p.add_argument("--out", default="results", help="OUT/robustness gets the runs, OUT/data the data (shared with "
+                   "make results; default: results)")
+    p.add_argument("--doc", default="docs/RESULTS.md", help="the page whose robustness table is rewritten")
+    p.add_argument("--workers", type=int, default=2, help="training runs at a time (default: 2)")
+    p.add_argument("--seeds", type=int, nargs="+", help="override the seeds (default 0 1 2)")
+    p.add_argument("--table-only", action="store_true", help="train nothing: write the table from the runs there are")
+    args = p.parse_args(argv)
+    exps = [e for e in EXPERIMENTS if e.extra_tests]
+    protocol = Protocol() if not args.seeds else Protocol(seeds=tuple(args.seeds))
+    root, data_root = Path(args.out) / "robustness", Path(args.out) / "data"
+    jobs = plan(exps, protocol)
+    if not args.table_only:
+        prepare_data(exps, data_root, protocol.data_size)
+        run_jobs(jobs, root, data_root, protocol, exps, args.workers)
+    text = "\n".join(table(e, [m for j in jobs if j.exp == e.name and (m := load_metrics(j, root))]) for e in exps)
+    print(text)
+    if update_doc(Path(args.doc), text):
+        print(f"robustness: {args.doc} updated")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

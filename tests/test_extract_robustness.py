@@ -1,0 +1,147 @@
+"""Extraction options for robustness outside the training domain: augmented training batches,
+distillation from the full encoder, extra (named) test sets in metrics.json."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import subnet
+from subnet.cli.options import split_tests
+from subnet.data.augment import DEFAULT_SPEC, DEFAULTS, parse_augment
+from subnet.data.dataset import AudioDataset
+from subnet.training.extract import StepBatches, extract
+from subnet.training.loop import ExtractConfig, Extractor
+from subnet.training.tasks import task_named
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")])}
+
+
+def _batches(tones, augment: str) -> StepBatches:
+    ds = AudioDataset.from_source(str(tones / "train"), sample_rate=16000, max_seconds=1.0, train=True, seed=3,
+                                  progress=False)
+    task = task_named("classify")
+    return StepBatches(ds, 4, task, task.labels(ds), augment=augment)
+
+
+def test_default_spec_is_the_defaults():
+    assert parse_augment(DEFAULT_SPEC) == DEFAULTS
+
+
+def test_augmented_batches_are_a_pure_function_of_seed_and_step(tones):
+    plain, a, b = _batches(tones, ""), _batches(tones, "noise=1,snr=0:5"), _batches(tones, "noise=1,snr=0:5")
+    for step in (0, 1, 7):
+        x, y, z = plain(step), a(step), b(step)
+        assert torch.equal(y.waves, z.waves) and torch.equal(y.lengths, z.lengths)  # same (seed, step): same batch
+        assert torch.equal(y.targets, x.targets) and torch.equal(y.lengths, x.lengths)
+        assert not torch.allclose(y.waves, x.waves)  # noise at <= 5 dB SNR changed every clip
+        pad = torch.arange(x.waves.shape[1]) >= x.lengths[:, None]
+        assert torch.all(y.waves[pad] == 0)  # padding stays padding
+    # a resumed run (a fresh StepBatches asked for step 7 first) sees the batch an uninterrupted run saw
+    assert torch.equal(_batches(tones, "noise=1,snr=0:5")(7).waves, a(7).waves)
+
+
+def _extractor(tiny_whisper, tmp_path, **kw) -> Extractor:
+    cfg = ExtractConfig(steps=4, batch_size=4, eval_every=2, **kw)
+    backbone = subnet.load_backbone(str(tiny_whisper))
+    return Extractor(backbone, 3, cfg, tmp_path)
+
+
+def test_teacher_is_the_full_encoder(tiny_whisper, tmp_path):
+    ex = _extractor(tiny_whisper, tmp_path, distill=1.0)
+    mm = ex.masked
+    gen = torch.Generator().manual_seed(0)
+    keep = {n: torch.rand(g.size, generator=gen) < 0.5 for n, g in mm.groups.items()}
+    for k in keep.values():
+        k[0] = True
+    mm.set_keep(keep)
+    waves = torch.randn(2, 16000, generator=gen) * 0.1
+    lengths = torch.tensor([16000, 11000])
+    with torch.no_grad():
+        teacher = ex.pipeline.teacher_states(waves, lengths)
+        _, _, student = ex.pipeline.run(waves, lengths)
+        with mm.gates_removed() as full:
+            bare = mm.family.states(full, ex.front_end.inputs(waves, lengths))
+    assert len(teacher) == len(bare) == len(student)
+    for t, b in zip(teacher, bare):
+        # gates of 1 change nothing but the kernels' rounding (the gated attention path)
+        torch.testing.assert_close(t, b, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(teacher[-1], student[-1], atol=1e-3)  # the gated encoder differs
+
+
+def test_distillation_reaches_the_gates(tiny_whisper, tones, tmp_path):
+    """With units gated off, the distillation term is positive and changes the gates' gradient."""
+    batch = _batches(tones, "")(0)
+    grads = {}
+    for w in (0.0, 5.0):
+        ex = _extractor(tiny_whisper, tmp_path / f"w{w}", distill=w, lr_gates=0.0, lr_head=0.0)
+        mm = ex.masked
+        with torch.no_grad():
+            for i, m in enumerate(mm.logits):
+                m[::2] = -0.5  # every other unit off, still trainable (no freezing)
+        rec = ex.step(batch)
+        grads[w] = torch.cat([m.grad.flatten() for m in mm.logits])
+        if w:
+            assert rec["distill"] > 0
+        else:
+            assert "distill" not in rec
+    assert not torch.allclose(grads[0.0], grads[5.0])
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"distill": 1.0, "train_gates": False}, "needs gates"),
+    ({"distill": -1.0}, ">= 0"),
+    ({"distill_loss": "l2"}, "distill_loss"),
+    ({"distill": 1.0, "distill_layers": "0,9"}, "hidden states"),
+    ({"distill": 1.0, "distill_layers": "a,b"}, "comma-separated"),
+    ({"augment": "noise=2"}, "noise"),
+    ({"augment": "loud=1"}, "unknown key"),
+])
+def test_bad_options_fail_before_training(tiny_whisper, tmp_path, kw, words):
+    with pytest.raises(ValueError, match=words):
+        _extractor(tiny_whisper, tmp_path, **kw)
+
+
+def test_split_tests(tmp_path):
+    assert split_tests(None) == (None, {})
+    assert split_tests(["a/m.jsonl@test", "real=b.jsonl", "noisy=c@test"]) == (
+        "a/m.jsonl@test", {"real": "b.jsonl", "noisy": "c@test"})
+    odd = tmp_path / "x=y"  # an existing path with "=" in it is a path, not a name
+    odd.mkdir()
+    assert split_tests([str(odd)]) == (str(odd), {})
+    with pytest.raises(SystemExit, match="two unnamed"):
+        split_tests(["a", "b"])
+    with pytest.raises(SystemExit, match="two test sets named 'r'"):
+        split_tests(["r=a", "r=b"])
+
+
+@pytest.mark.slow
+def test_extra_tests_reported_and_options_run_end_to_end(tones, tiny_whisper, tmp_path):
+    cfg = ExtractConfig(steps=8, batch_size=6, eval_every=4, t=0.4, lam=2.0, lr_gates=0.3, warmup=0.0,
+                        distill=1.0, augment="noise=0.5,reverb=0.5")
+    out = tmp_path / "run"
+    m = extract(str(tiny_whisper), tones / "train", tones / "valid", tones / "test", cfg, out, max_seconds=1.0,
+                progress=False, measure_latency=False, extra_tests={"same": tones / "test", "valid": tones / "valid"})
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["extra"] == m["extra"]
+    assert m["extra"]["same"]["value"] == pytest.approx(m["compact"], abs=1e-6)  # the test set again
+    assert m["extra"]["same"]["clips"] == m["eval_clips"] and m["extra"]["valid"]["clips"] == 18
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert all("distill" in r for r in log)  # gates train on every step (no settling)
+    assert json.loads((out / "config.json").read_text())["augment"] == "noise=0.5,reverb=0.5"
+
+    # subnet evaluate: several named sets, recorded into metrics.json
+    res = subprocess.run([sys.executable, "-m", "subnet.cli", "evaluate", str(out), "--data", f"a={tones / 'test'}",
+                          "--data", f"b={tones / 'valid'}", "--max-seconds", "1", "--record", "--json",
+                          str(tmp_path / "e.json")], capture_output=True, text=True, timeout=300,
+                         env=ENV)
+    assert res.returncode == 0, res.stderr
+    e = json.loads((tmp_path / "e.json").read_text())
+    assert set(e) == {"a", "b"} and e["a"]["value"] == pytest.approx(m["compact"], abs=1e-6)
+    assert set(json.loads((out / "metrics.json").read_text())["extra"]) == {"same", "valid", "a", "b"}
