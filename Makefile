@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 CUDA_HOME ?= /usr/local/cuda
 export CUDA_HOME
 
-.PHONY: .venv test test-fast demo results clean
+.PHONY: .venv test test-fast demo results robustness clean
 
 # the pinned stack, then the project in editable mode (builds subnet_kernels._C against that torch)
 $(STAMP): requirements.txt setup.py $(wildcard csrc/*/*.cpp csrc/*/*.cu csrc/*.h csrc/*/*.h)
@@ -37,6 +37,12 @@ results: $(STAMP)
 	bash .ci/install-real.sh
 	bash .ci/install-audio.sh
 	$(VENV)/bin/python -m experiments --out results --reports docs/results
+
+# docs/RESULTS.md "Robustness outside the training domain": extraction +- distillation / augmentation
+robustness: $(STAMP)
+	bash .ci/install-real.sh
+	bash .ci/install-audio.sh
+	$(VENV)/bin/python -m experiments.robustness --out results
 
 clean:
 	rm -rf $(VENV) build *.egg-info python/*.egg-info

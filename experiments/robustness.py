@@ -2,8 +2,9 @@
 domain, and which training option helps? (docs/RESULTS.md "Robustness outside the training domain")
 
 For every experiment with shifted test sets (`Experiment.extra_tests`), at two sizes (t = 0.6 and
-0.4: about 40% and 60% of the parameters removed) and every seed, the protocol's extraction and
-the same with each option of `OPTIONS`; the probe (full frozen encoder + head, same data, head,
+0.4: about 40% and 60% of the parameters removed) and every seed, the protocol's extraction, the
+same with each option of `OPTIONS`, and the same with its best state chosen on a validation set
+from another domain (`Experiment.shifted_valid`); the probe (full frozen encoder + head, same data, head,
 steps) is the reference on every set. Runs go to OUT/robustness/ (apart from `make results`'
 runs, whose reports would otherwise take these in), the data is shared (OUT/data/); two at a
 time, one thread each; a finished run is kept, an unfinished one resumes. The table goes into
@@ -16,10 +17,10 @@ import re
 import statistics
 from pathlib import Path
 
-from .runner import EXPERIMENTS, OPTIONS, Job, Protocol, load_metrics, prepare_data, run_jobs
+from .runner import EXPERIMENTS, OPTIONS, SHIFTED_VALID, Job, Protocol, load_metrics, prepare_data, run_jobs
 
 TARGETS = (0.6, 0.4)
-METHODS = ("probe", *OPTIONS)
+METHODS = ("probe", *OPTIONS, SHIFTED_VALID)
 MARKERS = ("<!-- robustness -->", "<!-- /robustness -->")
 
 
@@ -29,6 +30,9 @@ def plan(experiments, protocol: Protocol) -> list[Job]:
         for seed in protocol.seeds:
             jobs.append(Job("probe", exp.name, seed))
             jobs += [Job(method, exp.name, seed, t) for t in TARGETS for method in OPTIONS]
+    for exp in experiments:  # (after the others: a later question)
+        if exp.shifted_valid:
+            jobs += [Job(SHIFTED_VALID, exp.name, seed, t) for seed in protocol.seeds for t in TARGETS]
     return jobs
 
 

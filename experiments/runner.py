@@ -40,7 +40,7 @@ LONG_SCRATCH_TARGET = 0.45  # scratch with 4x the steps: one size, seed 0
 
 
 @dataclass(frozen=True)
-class TestSet:
+class ExtraSet:
     """A test set every run of an experiment is also evaluated on (reported under "extra"):
     a split of a recipe's manifest, optionally filtered by manifest fields, optionally degraded
     by `subnet data degrade` with fixed settings and seed (a shifted copy)."""
@@ -72,19 +72,24 @@ class Experiment:
     recipe: str
     task: str = "classify"
     max_seconds: float = 1.0
-    extra_tests: tuple = ()  # TestSets, each reported beside the recipe's test split
+    extra_tests: tuple = ()  # ExtraSets, each reported beside the recipe's test split
+    shifted_valid: ExtraSet | None = None  # a validation set from another domain (method extract+shifted-valid)
 
 
 EXPERIMENTS = (
     Experiment("1-kws", "keyword spotting: speech synthesis -> unseen voices and real recorded digits",
                "whisper-tiny.en", "kws-tts",
-               extra_tests=(TestSet("real English digits (Asterisk)", "digits-real", keep=(("language", "en"),)),
-                            TestSet("unseen voices, telephone band + noise + reverb", "kws-tts", "test",
-                                    degrade=(("band", "telephone"), *ROOM_NOISE)))),
+               extra_tests=(ExtraSet("real English digits (Asterisk)", "digits-real", keep=(("language", "en"),)),
+                            ExtraSet("unseen voices, telephone band + noise + reverb", "kws-tts", "test",
+                                    degrade=(("band", "telephone"), *ROOM_NOISE))),
+               shifted_valid=ExtraSet("validation voices, telephone band + noise + reverb", "kws-tts", "valid",
+                                      degrade=(("band", "telephone"), *ROOM_NOISE), seed=1)),
     Experiment("2-instruments", "instrument family: train FluidR3, test TimGM6mb", "whisper-tiny.en",
                "instruments",
-               extra_tests=(TestSet("FluidR3, other pitches (in-domain; the validation split)", "instruments", "valid"),
-                            TestSet("TimGM6mb + noise + reverb", "instruments", "test", degrade=ROOM_NOISE))),
+               extra_tests=(ExtraSet("FluidR3, other pitches (in-domain; the validation split)", "instruments", "valid"),
+                            ExtraSet("TimGM6mb + noise + reverb", "instruments", "test", degrade=ROOM_NOISE)),
+               shifted_valid=ExtraSet("FluidR3 validation + noise + reverb", "instruments", "valid",
+                                      degrade=ROOM_NOISE, seed=1)),
     Experiment("3-pitch", "pitch class: train FluidR3, test TimGM6mb", "whisper-tiny.en", "pitch"),
     Experiment("4-tagging", "multi-label instrument tagging (mAP)", "whisper-tiny.en", "tagging", task="tag"),
     Experiment("5-asr", "speech recognition, CTC on asr-tts (CER)", "whisper-tiny.en", "asr-tts", task="ctc",
@@ -129,6 +134,7 @@ OPTIONS = {
     "extract+augment": {"augment": DEFAULT_SPEC},
     "extract+both": {"distill": 10.0, "augment": DEFAULT_SPEC},
 }
+SHIFTED_VALID = "extract+shifted-valid"  # the protocol's extraction, the best state chosen on exp.shifted_valid
 
 
 @dataclass(frozen=True)
@@ -179,11 +185,11 @@ def prepare_data(experiments, data_root: Path, size: str = "small") -> None:
             print(f"results: building dataset {recipe} ({size}) under {data_root / recipe}", flush=True)
             build_recipe(recipe, data_root / recipe, seed=0, size=size, overwrite=True)
     for e in experiments:
-        for x in e.extra_tests:
+        for x in (*e.extra_tests, *([e.shifted_valid] if e.shifted_valid else [])):
             prepare_test_set(x, data_root)
 
 
-def prepare_test_set(x: TestSet, data_root: Path) -> Path:
+def prepare_test_set(x: ExtraSet, data_root: Path) -> Path:
     """The manifest of test set `x` under DATA/test-sets/<label>/, built once: the selected
     clips (absolute paths), or their degraded copy (its recipe.json records the settings)."""
     from subnet.data.degrade import degrade, degrade_config
@@ -230,8 +236,10 @@ def run_job(job: Job, root: str, data_root: str, protocol: Protocol, experiments
     cfg = protocol.config(exp, job.seed, job.t if job.t is not None else 0.5)
     common = dict(max_seconds=exp.max_seconds, progress=False, measure_latency=False)
     starts = record_attempt(out)
-    if job.method in OPTIONS:
-        m = extract_setting(exp.backbone, *data, replace(cfg, **OPTIONS[job.method]), out, **common)
+    if job.method == SHIFTED_VALID:
+        data = (data[0], str(exp.shifted_valid.manifest(data_root)), data[2])
+    if job.method in OPTIONS or job.method == SHIFTED_VALID:
+        m = extract_setting(exp.backbone, *data, replace(cfg, **OPTIONS.get(job.method, {})), out, **common)
         m["method"] = job.method
     elif job.method.startswith("probe"):
         factor = 4 if job.method == "probe-4x" else 1

@@ -1,0 +1,79 @@
+"""`make robustness`: the shifted test sets of the experiments, the plan and the table."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from experiments import robustness
+from experiments.runner import EXPERIMENTS, Experiment, Protocol, ExtraSet, prepare_test_set
+
+
+def _recipe(root, name="toy"):
+    """A recipe-like folder: two splits, a `language` field, relative paths."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for split in ("train", "test"):
+        for i, lang in enumerate(("en", "fr", "en")):
+            rel = f"{split}/l{i % 2}/{lang}_{i}.wav"
+            (root / name / rel).parent.mkdir(parents=True, exist_ok=True)
+            sf.write(root / name / rel, (0.05 * rng.standard_normal(8000)).astype(np.float32), 16000)
+            rows.append({"path": rel, "label": f"l{i % 2}", "split": split, "language": lang})
+    (root / name / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def test_a_filtered_test_set_points_at_its_clips(tmp_path):
+    _recipe(tmp_path)
+    out = prepare_test_set(ExtraSet("English, test", "toy", "test", keep=(("language", "en"),)), tmp_path)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["language"] for r in rows] == ["en", "en"] and {r["split"] for r in rows} == {"test"}
+    assert all((tmp_path / "toy" / "test").resolve() in __import__("pathlib").Path(r["path"]).parents for r in rows)
+    with pytest.raises(ValueError, match="no clip"):
+        prepare_test_set(ExtraSet("none", "toy", "valid"), tmp_path)
+
+
+def test_a_degraded_test_set_is_fixed_by_its_seed(tmp_path):
+    _recipe(tmp_path)
+    x = ExtraSet("noisy test", "toy", "test", degrade=(("noise_snr", "5"),))
+    out = prepare_test_set(x, tmp_path)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 3 and {r["split"] for r in rows} == {"test"}
+    first = sf.read(out.parent / rows[0]["path"])[0]
+    clean = sf.read(tmp_path / "toy" / rows[0]["path"])[0]
+    snr = 10 * np.log10(np.mean(clean ** 2) / np.mean((first - clean) ** 2))
+    assert abs(snr - 5) < 0.3  # (16-bit files)
+    out.unlink()  # rebuilt: the same samples
+    prepare_test_set(x, tmp_path)
+    assert np.array_equal(sf.read(out.parent / rows[0]["path"])[0], first)
+
+
+def test_the_experiments_with_shifted_sets():
+    shifted = {e.name: [x.label for x in e.extra_tests] for e in EXPERIMENTS if e.extra_tests}
+    assert set(shifted) == {"1-kws", "2-instruments"}
+    assert "real English digits (Asterisk)" in shifted["1-kws"] and len(shifted["2-instruments"]) == 2
+
+
+def test_plan_and_table(tmp_path):
+    exp = Experiment("toy", "a toy", "bb", "toy", extra_tests=(ExtraSet("far", "toy", "test"),),
+                     shifted_valid=ExtraSet("far valid", "toy", "valid"))
+    jobs = robustness.plan([exp], Protocol(seeds=(0, 1)))
+    assert len(jobs) == 2 * (1 + len(robustness.TARGETS) * (len(robustness.OPTIONS) + 1))
+    assert {j.method for j in jobs} == {"probe", *robustness.OPTIONS, "extract+shifted-valid"}
+    runs = []
+    for j in jobs:
+        v = 0.9 if j.method == "probe" else 0.7 + 0.1 * j.seed
+        runs.append({"method": j.method, "t": j.t, "compact": v, "train_seconds": 10,
+                     "params": {"kept_fraction": 1.0 if j.t is None else j.t - 0.01},
+                     "extra": {"far": {"value": v - 0.2, "clips": 10}}})
+    text = robustness.table(exp, runs)
+    assert "| probe | - | 0.0% | 0.900 +- 0.000 | 0.700 +- 0.000 | 10 |" in text
+    assert "| extract+both | 0.4 | 61.0% | 0.750 +- 0.071 | 0.550 +- 0.071 | 10 |" in text
+    assert "far: 10 clips" in text
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text(f"a\n{robustness.MARKERS[0]}\nold\n{robustness.MARKERS[1]}\nb\n")
+    assert robustness.update_doc(doc, text)
+    assert "old" not in doc.read_text() and doc.read_text().startswith("a\n") and "extract+both" in doc.read_text()
+    assert not robustness.update_doc(tmp_path / "none.md", text)
