@@ -67,7 +67,7 @@ def main(argv=None) -> int:
             r[f"ms_batch{batch}"] = 1e3 * lat[r["align"]]["median_s"]
             r[f"vs_unaligned_batch{batch}"] = lat[args.align[0]]["median_s"] / lat[r["align"]]["median_s"]
     (run_dir / "align_effect.json").write_text(json.dumps({"run": str(run_dir), "threads": torch.get_num_threads(),
-                                                          "rows": rows}, indent=1))
+                                                          "repeats": args.repeats, "rows": rows}, indent=1))
     print(render(rows, run_dir))
     return 0
 

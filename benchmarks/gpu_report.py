@@ -78,11 +78,15 @@ def render_gpu(results: Path) -> list[str]:
         steps = sorted(p for p in results.glob(f"gpu-{tag}-*.json") if re.fullmatch(
             rf"gpu-{re.escape(tag)}-\d{{4}}-\d\d-\d\d(-fused-kernels)?\.json", p.name))
         if steps:
+            dead = sorted({r["dead"] for p in steps for r in json.loads(p.read_text())["frozen_step"]})
+            if len(dead) > 1:
+                raise ValueError(f"{tag}: training-step runs with different shares of frozen units: {dead}")
+            share = "half" if dead[0] == 0.5 else f"{dead[0]:.0%}"
             lines += ["", "Mask-training step, whisper-base (`benchmarks/run.py --device cuda`): all units alive vs "
-                      "half of every group frozen (`--freeze-dead`) vs the paper's way (forward hooks, eager "
+                      f"{share} of every group frozen (`--freeze-dead`) vs the paper's way (forward hooks, eager "
                       "attention); compiled: all alive, the encoder under `torch.compile(mode=\"reduce-overhead\")` "
                       "(`--compile reduce-overhead`: CUDA graphs). Target: >= 2x faster than paper-style.", "",
-                      "| batch x clip | gates | all alive | 50% frozen | frozen / alive | paper-style | "
+                      f"| batch x clip | gates | all alive | {dead[0]:.0%} frozen | frozen / alive | paper-style | "
                       "speedup over paper-style | compiled | compiled speedup over paper-style |",
                       "|---|---|---|---|---|---|---|---|---|"]
             for p in steps:

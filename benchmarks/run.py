@@ -2,7 +2,10 @@
 
     .venv/bin/python benchmarks/run.py [--quick] [--device cpu|cuda]
 
-Writes benchmarks/results/<device>-<date>.json and the table in docs/PERFORMANCE.md.
+Writes benchmarks/results/<device>-<date>.json and the tables in docs/PERFORMANCE.md. Every
+number the generator writes there comes from the results files; what was measured by hand
+(profiler runs, one-off observations) sits in the doc's hand-written blocks, which a re-render
+keeps as they are (`hand_written`, `keep_hand_written`).
 Every ratio is measured in one process, variants interleaved after warm-up, medians.
 Random-init models of the named shapes (timing does not depend on the weights' values).
 """
@@ -12,6 +15,7 @@ import argparse
 import datetime
 import json
 import platform
+import re
 import statistics
 import sys
 import time
@@ -299,7 +303,9 @@ def main(argv=None) -> int:
     else:
         out = base or out
     shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
-    Path(args.doc).write_text(render(res, machine, shown, measured))
+    doc = Path(args.doc)
+    old_doc = doc.read_text() if doc.is_file() else ""
+    doc.write_text(keep_hand_written(render(res, machine, shown, measured), old_doc))
     print(f"wrote {out} and {args.doc}" if todo else f"wrote {args.doc} from {out}")
     return 0
 
@@ -331,8 +337,40 @@ def _dates(measured: dict) -> str:
         f"{d}: {', '.join(k for k in SECTIONS if measured.get(k) == d)}" for d in days) + "."
 
 
+_BLOCK = re.compile(r"(?P<head><!-- hand-written: (?P<name>[\w-]+) [^\n]*-->\n)(?P<text>.*?)"
+                    r"(?P<end><!-- end hand-written -->)", re.S)
+
+
+def hand_written(name: str) -> str:
+    """The place of the doc's hand-written block `name` in the rendered text (filled by keep_hand_written)."""
+    return f"<!-- hand-written: {name} (benchmarks/run.py keeps this block as it is) -->\n<!-- end hand-written -->"
+
+
+def keep_hand_written(rendered: str, old_doc: str) -> str:
+    """`rendered` with every hand-written block's text copied from `old_doc` (the doc as it is now).
+    A block of `old_doc` that `rendered` has no place for is an error, not silently dropped."""
+    old = {m["name"]: m["text"] for m in _BLOCK.finditer(old_doc)}
+    places = {m["name"] for m in _BLOCK.finditer(rendered)}
+    lost = sorted(set(old) - places)
+    if lost:
+        raise SystemExit(f"the doc's hand-written blocks {lost} have no place in the rendered doc")
+    return _BLOCK.sub(lambda m: m["head"] + old.get(m["name"], m["text"]) + m["end"], rendered)
+
+
+def _share(fractions: list) -> str:
+    """The share of units frozen in the frozen_step rows, in words."""
+    if len(fractions) > 1:
+        raise ValueError(f"frozen_step rows with different shares of frozen units: {fractions}")
+    return "part of" if not fractions else "half" if fractions[0] == 0.5 else f"{fractions[0]:.0%} of"
+
+
 def render(res: dict, machine: dict, source, measured: dict | None = None) -> str:
-    lines = ["# Performance", "",
+    """The doc from the results (`res`: a cpu-<date>.json's sections) and the other results files
+    in benchmarks/results/, with the hand-written blocks' places left empty (keep_hand_written)."""
+    dead = sorted({r["dead"] for r in res.get("frozen_step", [])})
+    lines = ["<!-- Written by benchmarks/run.py from benchmarks/results/, except the hand-written blocks, which "
+             "it keeps. -->",
+             "# Performance", "",
              f"Produced by `.venv/bin/python benchmarks/run.py` ({source}); CPU, {machine['threads']} threads, "
              f"torch {machine['torch']}, fp32, random-init models of the named shapes. Each ratio comes from one "
              "process, variants interleaved after warm-up, medians." + _dates(measured or {}), "",
@@ -343,13 +381,14 @@ def render(res: dict, machine: dict, source, measured: dict | None = None) -> st
     for r in res.get("training_step", []):
         lines.append(f"| {r['model']} | {r['batch']} x {r['seconds']:g} s | {1e3 * r['A_s']:.0f} ms | "
                      f"{1e3 * r['A*_s']:.0f} ms | {1e3 * r['step_s']:.0f} ms | {r['step_over_A*']:.2f} |")
-    lines += ["", "## Mask-training step with half the units frozen (`--freeze-dead`)", "",
-              "Half of every group's units frozen, so not computed (the forward runs a copy shrunk to the "
-              "others); the paper-style step gates every unit with forward hooks and eager attention; "
+    lines += ["", f"## Mask-training step with {_share(dead)} the units frozen (`--freeze-dead`)", "",
+              f"{_share(dead).capitalize()} of every group's units frozen, so not computed (the forward runs a copy "
+              "shrunk to the others); the paper-style step gates every unit with forward hooks and eager attention; "
               "compiled: all alive, the encoder under `torch.compile` (`--compile default`; compiled during "
               "the warm-up, so the compile time is not in the figure). Target: frozen <= 0.65 x alive.", "",
-              "| model | batch x seconds | all alive | 50% frozen | frozen / alive | paper-style | alive speedup "
-              "over paper-style | compiled | compiled / alive |", "|---|---|---|---|---|---|---|---|---|"]
+              f"| model | batch x seconds | all alive | {f'{dead[0]:.0%} ' if dead else ''}frozen | frozen / alive | "
+              "paper-style | alive speedup over paper-style | compiled | compiled / alive |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in res.get("frozen_step", []):
         paper = (f"{1e3 * r['paper_s']:.0f} ms | {r['alive_over_paper'] ** -1:.2f}x"
                  if "paper_s" in r else "- | -")
@@ -375,17 +414,15 @@ def render(res: dict, machine: dict, source, measured: dict | None = None) -> st
             else:
                 row += " - | - | - | - |"
         lines.append(row)
-    ort = [r["ort_of_ideal"] for r in res.get("latency", []) if "ort_of_ideal" in r]
-    if ort:
-        lines += ["", f"In onnxruntime both models run at {min(ort):.2f}-{max(ort):.2f} of the ideal in these rows, and faster "
-                  "than eager PyTorch (which part of the fixed cost it removes was not profiled). The export is `subnet export DIR --format onnx`; "
+    ort_rows = [r for r in res.get("latency", []) if "ort_of_ideal" in r]
+    if ort_rows:
+        ort = [r["ort_of_ideal"] for r in ort_rows]
+        faster = all(r["ort_dense_ms"] < r["dense_ms"] and r["ort_compact_ms"] < r["compact_ms"] for r in ort_rows)
+        lines += ["", f"In onnxruntime both models run at {min(ort):.2f}-{max(ort):.2f} of the ideal in these rows"
+                  + (", and faster than eager PyTorch (which part of the fixed cost it removes was not profiled)"
+                     if faster else "") + ". The export is `subnet export DIR --format onnx`; "
                   "`subnet bench DIR --runtime onnxruntime` measures it for any artifact."]
-    lines += ["", "In eager PyTorch, where the rest goes (torch.profiler over 3 calls of each model, one quiet run on 2026-11-28, not "
-              "scripted in benchmarks/; whisper-base, 25% kept, batch 8 x 5 s, eager): the compact model's matrix products run 4.3x faster than the dense model's (406 -> 95 ms "
-              "per call, more than the 4x of the FLOPs), but the residual adds and LayerNorms over the unpruned "
-              "512-wide residual stream cost the same in both (24-27 ms per call): 4% of the dense call, 15% of the "
-              "compact one. Heads, FFN neurons and conv channels are the units; the residual width is not, so this "
-              "part cannot shrink, and at 25% kept it is most of the gap to the ideal."]
+    lines += ["", hand_written("latency-profile")]
     lines += ["", "## Conv front end cached (`FrontEndCache`)", "",
               "Gates on heads and FFN neurons only (`--kinds head ffn`), so the conv front end is a fixed function "
               "of the clip: recomputed every step vs served from a warm per-clip cache (what every epoch after the "
@@ -395,10 +432,8 @@ def render(res: dict, machine: dict, source, measured: dict | None = None) -> st
         lines.append(f"| {r['model']} | {r['batch']} x {r['seconds']:g} s | {1e3 * r['recomputed_s']:.0f} ms | "
                      f"{1e3 * r['cached_s']:.0f} ms | {r['cached_over_recomputed']:.2f} |")
     lines += ["", "## Compaction: one gather_compact vs a plain copy of the kept bytes", "",
-              "Target: <= 1.5 x the copy. Both write fresh memory, as a new compact model must (the page "
-              "faults of a new 40 MB buffer cost several times the copy itself); the last column copies into "
-              "a buffer already mapped, the memory-bandwidth floor. Page-fault times vary widely from run to run "
-              "on a shared machine (the wav2vec2-base copy took 15 ms in one run and 397 ms in the next).", "",
+              "Target: <= 1.5 x the copy. Both write fresh memory, as a new compact model must; the last column "
+              "copies into a buffer already mapped, the memory-bandwidth floor.", "", hand_written("compaction"), "",
               "| model | kept | gather | copy | ratio | copy into a mapped buffer |", "|---|---|---|---|---|---|"]
     for r in res.get("compaction", []):
         floor = f"{r['copy_reused_ms']:.1f} ms" if "copy_reused_ms" in r else "-"
@@ -408,37 +443,29 @@ def render(res: dict, machine: dict, source, measured: dict | None = None) -> st
     for path in sorted((ROOT / "benchmarks" / "results").glob("whole-run-cpu-*.json")):
         latest[json.loads(path.read_text())["backbone"]] = path
     if latest:
-        from whole_run import WARMUP_STEPS, render_whole_run
+        from whole_run import render_whole_run
+        runs = {b: json.loads(p.read_text()) for b, p in latest.items()}
+        warmups = sorted({w["warmup_steps"] for w in runs.values() if "warmup_steps" in w})
+        warmup = f"an untimed warm-up of {'/'.join(map(str, warmups))} steps each" if warmups else "an untimed warm-up"
         lines += ["", "## A whole extraction run: paper-style vs subnet", "",
                   "`benchmarks/whole_run.py`: kws-tts, the protocol of `make results` at the t below, seed 0; the "
                   "variants' runs advance in lockstep in one process (at every step each variant reads its batch, "
                   "the same for all, trains on it and validates when due, in an order that rotates from step to "
-                  f"step; each variant's own steps timed), after an untimed warm-up of {WARMUP_STEPS} steps each; test "
+                  f"step; each variant's own steps timed), after {warmup}; test "
                   "metric of the compact model. Target: >= 1.5x faster than paper-style at a metric within 0.5 point."]
         for backbone, path in latest.items():
-            w = json.loads(path.read_text())
+            w = runs[backbone]
             lines += ["", f"{backbone} ({path.relative_to(ROOT)}; t={w['t']:g}, {w['machine']['threads']} threads):",
                       "", render_whole_run(w["rows"], w["steps"])]
-        lines += ["", "Units die during the first third of the run (the sparsity ramp), so the first steps cost what "
-                  "paper-style's cost, and the gain comes from the later ones; the smaller the model, the larger "
-                  "the share of a step that does not shrink with it (log-mel, head, optimiser, residual stream). "
-                  "The shrunk copy that skips frozen units is rebuilt once the units frozen since it was built cost "
-                  "5% of it (`REBUILD_STALE` in gates.py); rebuilt at every change, as before, it was rebuilt at "
-                  "most steps of the ramp (250 copies of about 28 ms in a whisper-tiny.en run) and this speedup "
-                  "was 1.15x. subnet and paper-style compute the same function in a different float order (SDPA "
-                  "vs eager attention, the fused gated activation); over 300 straight-through steps the gates "
-                  "then take different paths, so one seed's test metrics differ by a few of the 200 test clips "
-                  "(the probe's spread over 3 seeds is +-2.3 points, docs/RESULTS.md). The last variant is the "
-                  "extraction of `make results`: with `--settle` every gate is fixed for the last steps, which then "
-                  "train the head alone and skip the backward pass through the encoder; it changes the method, not "
-                  "only the implementation, so its test metric may move further than float order alone moves it."]
+        lines += ["", hand_written("whole-run")]
     aligned = sorted((ROOT / "benchmarks" / "results").glob("align-effect-cpu-*.json"))
     if aligned:
         from align_effect import render as render_align
         a = json.loads(aligned[-1].read_text())
         lines += ["", "## Hardware-aligned compaction (`--align N`)", "",
-                  f"`benchmarks/align_effect.py` ({aligned[-1].relative_to(ROOT)}), {a['threads']} threads, 21 "
-                  "interleaved calls per model.", "", render_align(a["rows"], a["run"])]
+                  f"`benchmarks/align_effect.py` ({aligned[-1].relative_to(ROOT)}), {a['threads']} threads"
+                  + (f", {a['repeats']} interleaved calls per model" if "repeats" in a else "") + ".",
+                  "", hand_written("align"), "", render_align(a["rows"], a["run"])]
     from gpu_report import render_gpu
     lines += render_gpu(ROOT / "benchmarks" / "results")
     return "\n".join(lines) + "\n"

@@ -1,5 +1,6 @@
-"""Fixtures shared by the engine tests (model builders live in builders.py and family_models.py):
-a tiny tone dataset, a tiny Whisper encoder directory, a reference extraction of it."""
+"""Fixtures shared by the engine tests: a tiny tone dataset, a tiny Whisper encoder directory, a
+reference extraction of it (model builders live in builders.py and family_models.py, the shared
+checks in checks.py)."""
 import pytest
 import torch
 import transformers

@@ -12,7 +12,7 @@ import torch
 
 import subnet
 from builders import build
-from test_compact import inputs_for, random_keep, run
+from checks import inputs_for, random_keep, run
 
 
 def _compact(kind, seed=0, size="small"):

@@ -5,7 +5,7 @@ import torch
 import subnet
 from subnet.cli import main
 from builders import build
-from test_compact import random_keep
+from checks import random_keep
 
 
 def test_help(capsys):

@@ -6,75 +6,7 @@ import torch
 
 import subnet
 from builders import build
-
-TOL = 1e-4  # max |diff| <= TOL * max |ref| in float32
-
-
-def inputs_for(kind: str, model, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    if kind.startswith("whisper"):
-        enc = model if kind == "whisper" else model.model.encoder
-        frames = enc.config.max_source_positions * 2
-        return {"input_features": torch.randn(2, enc.config.num_mel_bins, frames, generator=g)}
-    if kind.startswith("torch"):
-        d = model.self_attn.embed_dim if kind == "torch-layer" else model.layers[0].self_attn.embed_dim
-        x = torch.randn(3, 63, d, generator=g)
-        pad = torch.zeros(3, 63, dtype=torch.bool)
-        pad[1, 41:] = True
-        pad[2, 7:] = True
-        batch_first = "batch" in kind
-        return {"src": x if batch_first else x.transpose(0, 1), "src_key_padding_mask": pad}
-    n = 3001  # odd length, padded batch with odd valid lengths
-    x = torch.randn(3, n, generator=g)
-    mask = torch.ones(3, n, dtype=torch.long)
-    mask[1, 2000:] = 0
-    mask[2, 1257:] = 0
-    return {"input_values": x * mask, "attention_mask": mask}
-
-
-def run(kind: str, model, inputs):
-    if kind == "whisper-full":
-        model = model.model.encoder
-    out = model(**inputs)
-    return out if isinstance(out, torch.Tensor) else out.last_hidden_state
-
-
-def masked_output(kind, mm, inputs):
-    if kind == "whisper-full":
-        with mm.active():
-            return run(kind, mm.backbone, inputs)
-    return run(kind, mm, inputs)
-
-
-def random_keep(mm, p=0.5, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    keep = {}
-    for name, group in mm.groups.items():
-        k = torch.rand(group.size, generator=g) < p
-        if group.min_keep and not k.any():
-            k[0] = True
-        keep[name] = k
-    return keep
-
-
-def edge_cases(mm) -> dict[str, dict]:
-    full = {n: torch.ones(g.size, dtype=torch.bool) for n, g in mm.groups.items()}
-    cases = {"all-kept": full}
-    heads = [n for n, g in mm.groups.items() if g.kind == "head"]
-    ffn = [n for n, g in mm.groups.items() if g.kind == "ffn"]
-    conv = [n for n, g in mm.groups.items() if g.kind == "conv"]
-    if heads:
-        cases["layer-without-heads"] = {**random_keep(mm, seed=1), heads[-1]: torch.zeros(mm.groups[heads[-1]].size, dtype=torch.bool)}
-    if ffn:
-        cases["layer-without-ffn"] = {**random_keep(mm, seed=2), ffn[0]: torch.zeros(mm.groups[ffn[0]].size, dtype=torch.bool)}
-    if conv:
-        one = torch.zeros(mm.groups[conv[-1]].size, dtype=torch.bool)
-        one[-1] = True
-        cases["one-conv-channel"] = {**random_keep(mm, seed=3), conv[-1]: one}
-    cases["random"] = random_keep(mm, seed=4)
-    cases["random-sparse"] = random_keep(mm, p=0.2, seed=5)
-    return cases
-
+from checks import TOL, check_skip_frozen, edge_cases, inputs_for, masked_output, random_keep, run
 
 def check_compact(kind, model, keep):
     mm = subnet.attach_masks(model)
@@ -92,30 +24,6 @@ def check_compact(kind, model, keep):
     if kind != "whisper-full":  # (its masked output is read from inside the full model)
         check_skip_frozen(mm, lambda m: run(kind, m, inputs), ref)
     return mm, small
-
-
-def check_skip_frozen(mm, output, ref):
-    """With the removed units frozen, the forward pass runs a shrunk copy (frozen units are
-    not computed): the same output as the masked model and the same gate gradients."""
-    mm.freeze_dead()
-    frozen = sum(int(getattr(mm, f"frozen_{i}").sum()) for i in range(len(mm.logits)))
-    grads, weight = {}, torch.randn(ref.shape, generator=torch.Generator().manual_seed(11))
-    for skip in (False, True):
-        mm.skip_frozen = skip
-        mm.zero_grad(set_to_none=True)
-        out = output(mm)
-        if skip:
-            assert (out - ref).abs().max().item() <= TOL * ref.abs().max().item()
-            runs = mm.runner()
-            skips = frozen > 0 and mm.family.can_skip_frozen(mm.backbone)
-            assert (runs is not mm.backbone) == skips
-            if skips:
-                assert sum(p.numel() for p in runs.parameters()) < sum(p.numel() for p in mm.backbone.parameters())
-        (out.float() * weight).sum().backward()
-        grads[skip] = torch.cat([torch.zeros_like(p) if p.grad is None else p.grad for p in mm.logits])
-    scale = grads[False].abs().max().item()
-    assert (grads[True] - grads[False]).abs().max().item() <= 1e-3 * scale + 1e-12
-    mm.zero_grad(set_to_none=True)
 
 
 def test_every_edge_case(small_kind):

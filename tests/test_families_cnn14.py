@@ -11,21 +11,12 @@ import torch
 
 import subnet
 from subnet.families.cnn14 import Cnn14
-from test_compact import random_keep
-from test_families_conv import _randomise_norms, check_gradients, check_keep, check_model
-
-TINY = dict(sample_rate=8000, n_fft=512, hop=80, mel_bins=32, f_max=4000.0, widths=(4, 6, 8, 8, 10, 12),
-            classes=5)
-
-
-def tiny():
-    torch.manual_seed(0)
-    return _randomise_norms(Cnn14(**TINY))
-
+from builders import CNN14_TINY, build_cnn14_tiny
+from checks import check_gradients, check_keep, check_model, random_keep
 
 def test_tiny_full_battery(tmp_path):
     wave = torch.randn(3, 8000 + 137, generator=torch.Generator().manual_seed(0))  # odd length
-    mm = check_model(tiny(), wave, tmp_path)
+    mm = check_model(build_cnn14_tiny(), wave, tmp_path)
     # all twelve convs are units; the last one's channels are fc1's columns after global pooling
     assert list(mm.groups) == [f"conv_block{b}.conv{c}" for b in range(1, 7) for c in (1, 2)]
     last = mm.groups["conv_block6.conv2"].slices
@@ -35,11 +26,11 @@ def test_tiny_full_battery(tmp_path):
 
 
 def test_gates_get_gradients():
-    check_gradients(tiny(), torch.randn(2, 8000))
+    check_gradients(build_cnn14_tiny(), torch.randn(2, 8000))
 
 
 def test_front_end_is_log_mel():
-    model = Cnn14(**TINY).eval()
+    model = Cnn14(**CNN14_TINY).eval()
     tone = torch.sin(2 * torch.pi * 1000 * torch.arange(8000) / 8000)[None]
     mel = model.logmel(tone)
     assert mel.shape == (1, 101, 32)
@@ -48,7 +39,7 @@ def test_front_end_is_log_mel():
 
 @pytest.mark.slow
 def test_load_in_a_fresh_process(tmp_path):
-    model = tiny().eval()
+    model = build_cnn14_tiny().eval()
     mm = subnet.attach_masks(model)
     small = subnet.compact(mm, random_keep(mm, seed=3))
     subnet.save(small, tmp_path / "art")

@@ -1,6 +1,6 @@
 """Generic conv-stack family: discovery by dataflow analysis, exact compaction, clear refusals.
 
-`check_model` is the shared battery for every model-class family test (edge-case and
+`checks.check_model` is the shared battery for every model-class family test (edge-case and
 random masks, compact == masked within 1e-4 relative in fp32, analytic parameter count,
 same class, all gates on == unmodified model, save/load round trip).
 """
@@ -13,80 +13,9 @@ from torch.nn import functional as F
 
 import subnet
 from subnet.families.conv_graph import ConvAnalysisError
-from subnet.families.conv_stack import ConvStackFamily, _flat
-from test_compact import TOL, check_skip_frozen, edge_cases, random_keep
-
-
-# --------------------------------------------------------------------------- the shared battery
-def _output(out) -> torch.Tensor:
-    return out.last_hidden_state if hasattr(out, "last_hidden_state") else _flat(out)
-
-
-def _run(model, x):
-    """Output of `model` on `x` (a tensor, or a dict of keyword inputs) as one tensor."""
-    with torch.no_grad():
-        return _output(model(**x) if isinstance(x, dict) else model(x))
-
-
-ALL_KINDS = ("conv", "head", "ffn", "dwconv")
-
-
-def check_keep(model, x, keep, kinds=ALL_KINDS):
-    """Compact with `keep`; compare with the masked model on `x`; return the compact model."""
-    mm = subnet.attach_masks(model, kinds=kinds)
-    small = subnet.compact(mm, keep)
-    assert type(small) is type(model)
-    mm.set_keep(keep)
-    ref, out = _run(mm, x), _run(small, x)
-    assert out.shape == ref.shape
-    err = (out - ref).abs().max().item()
-    assert err <= TOL * ref.abs().max().item(), err
-    n_small = sum(p.numel() for p in small.parameters())
-    assert n_small == subnet.count_kept_params(mm.backbone, mm.groups, keep)
-    check_skip_frozen(mm, lambda m: _output(m(**x) if isinstance(x, dict) else m(x)), ref)
-    mm.detach_backbone()
-    return small
-
-
-def check_model(model, x, tmp_path=None):
-    """The whole battery on `model` (eval mode) with input batch `x` (tensor or keyword dict)."""
-    model = model.eval().requires_grad_(False)
-    ref = _run(model, x)
-    mm = subnet.attach_masks(model, kinds=ALL_KINDS)
-    assert mm.groups and all(g.min_keep == (g.kind == "conv") for g in mm.groups.values())
-    assert torch.allclose(_run(mm, x), ref, rtol=0, atol=1e-5 * ref.abs().max().item())
-    cases = edge_cases(mm)
-    mm.set_keep(cases["random"])
-    assert not torch.allclose(_run(mm, x), ref)  # the gates act
-    mm.detach_backbone()
-    assert torch.equal(_run(model, x), ref)  # gates removed: the model is its old self
-    for name, keep in cases.items():
-        small = check_keep(model, x, keep)
-        if name == "all-kept":
-            assert sum(p.numel() for p in small.parameters()) == sum(p.numel() for p in model.parameters())
-    if tmp_path is not None:
-        subnet.save(small, tmp_path / "art")
-        loaded = subnet.load(tmp_path / "art")
-        assert type(loaded) is type(model)
-        assert torch.equal(_run(loaded, x), _run(small, x))
-    return mm
-
-
-def check_gradients(model, x, kinds=ALL_KINDS):
-    """Every gate gets a gradient, removed units included (straight-through estimator)."""
-    mm = subnet.attach_masks(model.eval(), kinds=kinds)
-    mm.set_keep(random_keep(mm, seed=8))
-    out = mm(**x) if isinstance(x, dict) else mm(x)
-    out = out.last_hidden_state if hasattr(out, "last_hidden_state") else _flat(out)
-    out.float().pow(2).mean().backward()
-    dead_grad = 0.0
-    for name, logit in zip(mm.groups, mm.logits):
-        assert logit.grad is not None and logit.grad.abs().sum() > 0, name
-        dead_grad += float(logit.grad[~mm.keep()[name]].abs().sum())
-    # (a removed unit whose ungated output is zero, e.g. a dead ReLU channel, has none)
-    assert dead_grad > 0, "removed units get no gradient"
-    assert all(p.grad is None for p in model.parameters())  # the backbone stays frozen
-    mm.detach_backbone()
+from subnet.families.conv_stack import ConvStackFamily
+from builders import randomise_norms
+from checks import check_gradients, check_keep, check_model, random_keep
 
 
 # --------------------------------------------------------------------------- models
@@ -105,19 +34,6 @@ def seq2d():
         nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
         nn.Sequential(nn.Conv2d(6, 8, 3), nn.ReLU(), nn.AvgPool2d(2)),
         nn.Flatten(), nn.Linear(8 * 15 * 15, 5))
-
-
-def _randomise_norms(model):
-    """Non-trivial BatchNorm statistics (fresh ones are 0/1 and hide mistakes)."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g))
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.randn(m.num_features, generator=g))
-                m.bias.copy_(torch.randn(m.num_features, generator=g))
-    return model
 
 
 class PerChannelLayers(nn.Module):
@@ -147,7 +63,7 @@ class PerChannelLayers(nn.Module):
 @pytest.mark.parametrize("make,shape", [(seq1d, (3, 3, 71)), (seq2d, (2, 1, 64, 64)),
                                         (PerChannelLayers, (3, 2, 50))])
 def test_generic_stacks(make, shape, tmp_path):
-    model = _randomise_norms(make())
+    model = randomise_norms(make())
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(3))
     mm = check_model(model, x, tmp_path if isinstance(model, nn.Sequential) else None)
     assert isinstance(mm.family, ConvStackFamily)
@@ -155,7 +71,7 @@ def test_generic_stacks(make, shape, tmp_path):
 
 @pytest.mark.parametrize("make,shape", [(seq1d, (3, 3, 71)), (PerChannelLayers, (3, 2, 50))])
 def test_gates_get_gradients(make, shape):
-    check_gradients(_randomise_norms(make()), torch.randn(*shape))
+    check_gradients(randomise_norms(make()), torch.randn(*shape))
 
 
 def test_discovery_of_seq1d():
@@ -293,7 +209,7 @@ def test_unregistered_class_cannot_be_loaded(tmp_path):
 
 
 def test_mask_only_artifact(tmp_path):
-    model = _randomise_norms(seq1d()).eval()
+    model = randomise_norms(seq1d()).eval()
     mm = subnet.attach_masks(model)
     keep = random_keep(mm, seed=5)
     small = subnet.compact(mm, keep)

@@ -18,8 +18,8 @@ import torch
 
 import subnet
 from subnet.backbones import crepe as C
-from test_compact import TOL
-from test_families_conv import _randomise_norms, _run, check_gradients, check_model
+from builders import randomise_norms
+from checks import TOL, check_gradients, check_model, output_of
 
 SOUNDFONTS = ["/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/default-GM.sf2"]
 NOTES = [57, 60, 64, 69, 72]  # A3 C4 E4 A4 C5, one at a time
@@ -27,7 +27,7 @@ NOTE_S, GAP_S = 0.6, 0.2
 
 
 def test_tiny_random_init_full_battery(tmp_path):
-    model = _randomise_norms(C.Crepe("tiny"))
+    model = randomise_norms(C.Crepe("tiny"))
     frames = torch.randn(5, C.WINDOW, generator=torch.Generator().manual_seed(0))
     mm = check_model(model, frames, tmp_path)
     assert list(mm.groups) == [f"conv{i}" for i in range(1, 7)]
@@ -38,7 +38,7 @@ def test_tiny_random_init_full_battery(tmp_path):
 
 
 def test_gates_get_gradients():
-    check_gradients(_randomise_norms(C.Crepe("tiny")), torch.randn(3, C.WINDOW))
+    check_gradients(randomise_norms(C.Crepe("tiny")), torch.randn(3, C.WINDOW))
 
 
 def test_state_dict_layout_of_both_capacities():
@@ -156,7 +156,7 @@ def test_real_crepe_pitch_on_rendered_notes(capacity, tmp_path):
     assert type(model) is C.Crepe
     frames, labels = note_frames(render(tmp_path, NOTES))
     t = time.perf_counter()
-    ref = _run(model, frames)
+    ref = output_of(model, frames)
     off = cents_off(ref, labels)
     per_note = [float(off[labels == n].abs().median()) for n in NOTES]
     print(f"\ncrepe-{capacity}: {frames.shape[0]} frames in {time.perf_counter() - t:.1f}s; "
@@ -164,7 +164,7 @@ def test_real_crepe_pitch_on_rendered_notes(capacity, tmp_path):
     assert max(per_note) < 50  # within a quarter tone of the played note
 
     mm = subnet.attach_masks(model)
-    on = _run(mm, frames)
+    on = output_of(mm, frames)
     assert torch.equal(on.argmax(-1), ref.argmax(-1))
     assert (on - ref).abs().max() <= 1e-6
 
@@ -176,7 +176,7 @@ def test_real_crepe_pitch_on_rendered_notes(capacity, tmp_path):
         keep[name] = k
     small = subnet.compact(mm, keep)
     mm.set_keep(keep)
-    masked, out = _run(mm, frames), _run(small, frames)
+    masked, out = output_of(mm, frames), output_of(small, frames)
     err, scale = (out - masked).abs().max().item(), masked.abs().max().item()
     n_small, n_full = sum(p.numel() for p in small.parameters()), sum(p.numel() for p in model.parameters())
     print(f"50% of conv channels removed: {n_small:,} of {n_full:,} parameters; compact vs masked max |diff| "

@@ -9,9 +9,8 @@ import torch
 import subnet
 from subnet.cli import main
 from subnet.families.costs import cost_table
-from test_compact import random_keep
-from test_families_cnn14 import tiny
-from test_families_torchaudio import conformer
+from builders import build_cnn14_tiny, build_torchaudio_conformer, build_transformers
+from checks import random_keep
 
 ROW = re.compile(r"^(\S+)\s+(\w+)\s+(\d+) / (\d+)\s+(\S+) -> (\S+)\s+(\S+) -> (\S+)$")
 
@@ -21,7 +20,7 @@ def _rows(out):
 
 
 def test_inspect_cnn14_artifact_per_second(tmp_path, capsys):
-    model = tiny().eval()
+    model = build_cnn14_tiny().eval()
     mm = subnet.attach_masks(model)
     keep = random_keep(mm, seed=2)
     subnet.save(subnet.compact(mm, keep), tmp_path)
@@ -37,7 +36,7 @@ def test_inspect_cnn14_artifact_per_second(tmp_path, capsys):
 
 
 def test_inspect_lists_dwconv_of_a_conformer_artifact(tmp_path, capsys):
-    model, _ = conformer()
+    model, _ = build_torchaudio_conformer()
     mm = subnet.attach_masks(model, kinds=("head", "ffn", "dwconv"))
     subnet.save(subnet.compact(mm, random_keep(mm, seed=3)), tmp_path)
     assert main(["inspect", str(tmp_path)]) == 0
@@ -47,7 +46,7 @@ def test_inspect_lists_dwconv_of_a_conformer_artifact(tmp_path, capsys):
 
 
 def test_cost_table_halves_with_half_the_units():
-    model = tiny().eval()
+    model = build_cnn14_tiny().eval()
     mm = subnet.attach_masks(model)
     name = "conv_block3.conv1"
     keep = {n: torch.ones(g.size, dtype=torch.bool) for n, g in mm.groups.items()}
@@ -60,9 +59,8 @@ def test_cost_table_halves_with_half_the_units():
 
 
 def test_inspect_transformers_directory(tmp_path, capsys):
-    from test_families_transformers import build
     for kind in ("ast", "clap"):
-        model, _ = build(kind)
+        model, _ = build_transformers(kind)
         model.save_pretrained(tmp_path / kind)
         assert main(["inspect", str(tmp_path / kind)]) == 0
         out = capsys.readouterr().out

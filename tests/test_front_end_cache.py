@@ -8,13 +8,12 @@ import pytest
 import torch
 
 import subnet
-from builders import build
+from builders import build, build_torchaudio
 from subnet import load_backbone
 from subnet.training.extract import prepare_backbone, setup_run
 from subnet.training.front_end_cache import FrontEndCache
 from subnet.training.pipeline import Pipeline
 from subnet.training.loop import ExtractConfig, run_loop
-from test_families_torchaudio import build as build_torchaudio
 
 
 def _waves(n: int, samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

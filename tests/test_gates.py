@@ -7,7 +7,7 @@ import torch
 import subnet
 from subnet.core.gates import straight_through
 from builders import build
-from test_compact import inputs_for, masked_output, random_keep
+from checks import inputs_for, masked_output, random_keep
 
 
 def test_straight_through_values_and_gradient():

@@ -9,7 +9,7 @@ import subnet
 from subnet.training.latency_costs import load_or_measure, measure
 from subnet.core.losses import SparsityLoss
 from builders import build
-from test_compact import inputs_for
+from checks import inputs_for
 
 
 def test_measured_costs_are_per_unit_seconds_and_feed_the_budget(tmp_path):

@@ -1,6 +1,7 @@
 """The package's shape: no import cycle among the modules (the graph of the imports that run at
 import time), every module imports, library modules carry no argparse, and the subpackages
-depend one way (subnet_kernels never imports subnet; core never imports the tooling)."""
+depend one way (subnet_kernels never imports subnet; core never imports the tooling). And the
+tests': no test module imports another (shared test code lives in helper modules)."""
 from __future__ import annotations
 
 import ast
@@ -95,3 +96,12 @@ def test_only_the_cli_parses_arguments():
     users = [f.relative_to(ROOT) for f in PKG.rglob("*.py") if "argparse" in f.read_text()
              and "cli" not in f.relative_to(PKG).parts]
     assert not users, f"argparse outside subnet/cli: {users}"
+
+
+def test_no_test_module_imports_another():
+    """What tests share lives in helper modules (tests/builders.py, checks.py, helpers.py,
+    family_models.py, kernels/kernel_utils.py), never in a test_*.py module that others import."""
+    files = [f for d in ("tests", "benchmarks") for f in sorted((ROOT / d).rglob("*.py"))]
+    bad = [f"{f.relative_to(ROOT)} imports {n}" for f in files for n in sorted(imported_any(f))
+           if n.split(".")[0].startswith("test_")]
+    assert not bad, bad

@@ -10,7 +10,7 @@ import torch
 
 import subnet
 from builders import build
-from test_compact import TOL, inputs_for, random_keep
+from checks import TOL, inputs_for, random_keep
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from paper_style import paper_style  # noqa: E402
