@@ -133,6 +133,9 @@ OPTIONS = {
     "extract+distill": {"distill": 10.0},
     "extract+augment": {"augment": DEFAULT_SPEC},
     "extract+both": {"distill": 10.0, "augment": DEFAULT_SPEC},
+    # DPHuBERT's distance (L1 + cosine) on every hidden state, not only the head's mix, with augmentation
+    "extract+all-layers+augment": {"distill": 10.0, "distill_layers": "all", "distill_loss": "l1cos",
+                                   "augment": DEFAULT_SPEC},
 }
 SHIFTED_VALID = "extract+shifted-valid"  # the protocol's extraction, the best state chosen on exp.shifted_valid
 

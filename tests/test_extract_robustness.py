@@ -75,16 +75,20 @@ def test_teacher_is_the_full_encoder(tiny_whisper, tmp_path):
     assert not torch.allclose(teacher[-1], student[-1], atol=1e-3)  # the gated encoder differs
 
 
-def test_distillation_reaches_the_gates(tiny_whisper, tones, tmp_path):
+@pytest.mark.parametrize("layers, loss", [("mix", "mse"), ("all", "l1cos"), ("1,2", "mse")])
+def test_distillation_reaches_the_gates(tiny_whisper, tones, tmp_path, layers, loss):
     """With units gated off, the distillation term is positive and changes the gates' gradient."""
     batch = _batches(tones, "")(0)
     grads = {}
     for w in (0.0, 5.0):
-        ex = _extractor(tiny_whisper, tmp_path / f"w{w}", distill=w, lr_gates=0.0, lr_head=0.0)
+        ex = _extractor(tiny_whisper, tmp_path / f"w{w}", distill=w, lr_gates=0.0, lr_head=0.0,
+                        distill_layers=layers, distill_loss=loss)
         mm = ex.masked
         with torch.no_grad():
             for i, m in enumerate(mm.logits):
                 m[::2] = -0.5  # every other unit off, still trainable (no freezing)
+        if w and layers == "all":
+            assert ex.distill_layers == list(range(3))  # the tiny encoder's 3 hidden states
         rec = ex.step(batch)
         grads[w] = torch.cat([m.grad.flatten() for m in mm.logits])
         if w:
@@ -100,6 +104,7 @@ def test_distillation_reaches_the_gates(tiny_whisper, tones, tmp_path):
     ({"distill_loss": "l2"}, "distill_loss"),
     ({"distill": 1.0, "distill_layers": "0,9"}, "hidden states"),
     ({"distill": 1.0, "distill_layers": "a,b"}, "comma-separated"),
+    ({"distill": 1.0, "distill_layers": "every"}, "'all'"),
     ({"augment": "noise=2"}, "noise"),
     ({"augment": "loud=1"}, "unknown key"),
 ])

@@ -38,8 +38,8 @@ _OPTIONS = {  # field: (flag, type, help)
     "distill": ("--distill", float, "weight W of a loss pulling the gated encoder's hidden states towards the "
                 "full encoder's on the same batch (DPHuBERT-style distillation; keeps more of what the full "
                 "encoder does outside the training domain; one more encoder forward per step; 0 = off)"),
-    "distill_layers": ("--distill-layers", str, "the states --distill compares: 'mix' (the head's layer mix) "
-                       "or comma-separated hidden-state indices, e.g. 0,2,4"),
+    "distill_layers": ("--distill-layers", str, "the states --distill compares: 'mix' (the head's layer mix), "
+                       "'all' (every hidden state, averaged) or comma-separated hidden-state indices, e.g. 0,2,4"),
     "distill_loss": ("--distill-loss", str, "distance of --distill: mse | l1cos (DPHuBERT's L1 + cosine)"),
     "settle": ("--settle", float, "fraction of the steps, at the end, with every gate fixed where it is: the "
                "units then off are frozen and only the head trains, on the units it ships with (these "

@@ -62,7 +62,7 @@ class ExtractConfig:
     front_end: dict = field(default_factory=dict)  # settings of the family's front end to change, e.g. {"hop": 0.1}
     augment: str = ""  # waveform augmentation of training batches: a data.augment spec ("" = off)
     distill: float = 0.0  # weight of the loss pulling the gated encoder's states to the full encoder's (0 = off)
-    distill_layers: str = "mix"  # "mix" (what the head reads) or comma-separated hidden-state indices
+    distill_layers: str = "mix"  # "mix" (what the head reads), "all" (every hidden state) or comma-separated indices
     distill_loss: str = "mse"  # mse | l1cos (DPHuBERT's L1 + cosine distance)
 
 
@@ -88,17 +88,18 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _distill_layers(text) -> str | list[int]:
-    """ExtractConfig.distill_layers: "mix" or comma-separated hidden-state indices."""
+    """ExtractConfig.distill_layers: "mix", "all" or comma-separated hidden-state indices."""
     if isinstance(text, (list, tuple)):
         return [int(i) for i in text]
-    if str(text).strip() == "mix":
-        return "mix"
+    if str(text).strip() in ("mix", "all"):
+        return str(text).strip()
     try:
         layers = [int(i) for i in str(text).split(",") if i.strip()]
     except ValueError:
         layers = []
     if not layers:
-        raise ValueError(f"distill_layers must be 'mix' or comma-separated layer indices (e.g. 0,2,4), not {text!r}")
+        raise ValueError(f"distill_layers must be 'mix', 'all' or comma-separated layer indices (e.g. 0,2,4), "
+                         f"not {text!r}")
     return layers
 
 
@@ -153,6 +154,8 @@ class Extractor:
         self.masked.backbone.eval()
         self.front_end = front_end or self.masked.family.front_end(backbone)
         width, n_states = self._probe_shapes()
+        if self.distill_layers == "all":
+            self.distill_layers = list(range(n_states))
         if self.distill_layers != "mix" and not all(-n_states <= i < n_states for i in self.distill_layers):
             raise ValueError(f"distill_layers {cfg.distill_layers!r}: the encoder has {n_states} hidden states "
                              f"(indices 0..{n_states - 1})")
