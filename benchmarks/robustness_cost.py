@@ -62,6 +62,7 @@ def main(argv=None) -> int:
     for name in variants:
         cfg = ExtractConfig(**{**base.__dict__, **OPTIONS[name]})
         ex = Extractor(copy.deepcopy(backbone), len(labels), cfg, Path("/tmp/robustness-cost"))  # own hooks
+        ex.teacher_cache = None  # every teacher forward computed (a run's first epoch)
         runs[name] = (ex, StepBatches(ds, cfg.batch_size, task, labels, augment=cfg.augment))
     results = {}
     for state in ("all units", "about 60% removed, frozen"):
