@@ -24,6 +24,7 @@ import json
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -59,9 +60,10 @@ def main(argv=None) -> int:
     variants = [m for m in OPTIONS]
     base = ExtractConfig(steps=10_000, batch_size=8, warmup=0.0, lam=0.0, seed=0)
     runs = {}
+    scratch = tempfile.TemporaryDirectory()  # the trainers' output folder (nothing is saved there)
     for name in variants:
         cfg = ExtractConfig(**{**base.__dict__, **OPTIONS[name]})
-        ex = Extractor(copy.deepcopy(backbone), len(labels), cfg, Path("/tmp/robustness-cost"))  # own hooks
+        ex = Extractor(copy.deepcopy(backbone), len(labels), cfg, Path(scratch.name))  # own hooks
         ex.teacher_cache = None  # every teacher forward computed (a run's first epoch)
         runs[name] = (ex, StepBatches(ds, cfg.batch_size, task, labels, augment=cfg.augment))
     results = {}

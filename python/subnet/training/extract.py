@@ -78,11 +78,12 @@ def eval_batches(ds: AudioDataset, batch_size: int, task: Task, labels: list[str
 
 def evaluate_artifact(artifact, data, max_seconds: float | None = None, batch_size: int = 16,
                       skip_bad: bool = False) -> dict:
-    """Task metric of a saved artifact (compact encoder + head) on `data` (a folder tree or
-    manifest[@split]): {"metric", "value", "clips", "skipped"}."""
+    """Task metric of a saved artifact (compact encoder + head; its directory, or the Pipeline
+    loaded from it) on `data` (a folder tree or manifest[@split]): {"metric", "value", "clips",
+    "skipped"}."""
     from ..data import load_dataset
     from .pipeline import load_pipeline
-    pipe = load_pipeline(artifact)
+    pipe = artifact if isinstance(artifact, Pipeline) else load_pipeline(artifact)
     task, fe = pipe.task, pipe.front_end
     source, split = str(data).rsplit("@", 1) if "@" in str(data) else (str(data), None)
     ds = load_dataset(source, split=split, sample_rate=fe.sample_rate, vocab=task.vocab(pipe.labels),
@@ -103,9 +104,10 @@ def evaluate_extra(artifact, tests: dict, max_seconds: float | None = None, batc
     """Every named test set of `tests` ({name: data}) through `evaluate_artifact`: {name:
     {metric, value, clips, data}}; with `record`, also written into the artifact's metrics.json
     under "extra" (the reports show each beside the main test set)."""
-    extra = {}
+    from .pipeline import load_pipeline
+    extra, pipe = {}, load_pipeline(artifact)  # loaded once for every set
     for name, data in tests.items():
-        r = evaluate_artifact(artifact, data, max_seconds, batch_size, skip_bad)
+        r = evaluate_artifact(pipe, data, max_seconds, batch_size, skip_bad)
         extra[name] = {"metric": r["metric"], "value": r["value"], "clips": r["clips"], "data": str(data)}
     file = Path(artifact) / "metrics.json"
     if record and file.is_file() and extra:

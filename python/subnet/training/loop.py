@@ -271,12 +271,10 @@ class Extractor:
     def _distill(self, states, frames, batch: Batch) -> torch.Tensor:
         """Distance of the gated encoder's states to the full encoder's on the same batch
         (`training.distill`); the head's layer mix (detached) says which states matter."""
+        encode, cache = self.pipeline.teacher_states, self.teacher_cache
         with torch.no_grad(), self.autocast():
-            if self.teacher_cache is not None:
-                teacher = self.teacher_cache.states(self.pipeline.teacher_states, batch.waves.to(self.device),
-                                                    batch.lengths.to(self.device), not self.front_end.fixed_length)
-            else:
-                teacher = self.pipeline.teacher_states(batch.waves, batch.lengths)
+            teacher = (cache.states(encode, batch.waves, batch.lengths, not self.front_end.fixed_length)
+                       if cache is not None else encode(batch.waves, batch.lengths))
         mix = self.head.mix
         if self.distill_layers != "mix":
             layers, weights = self.distill_layers, None
