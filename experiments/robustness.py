@@ -17,10 +17,11 @@ import re
 import statistics
 from pathlib import Path
 
-from .runner import EXPERIMENTS, OPTIONS, SHIFTED_VALID, Job, Protocol, load_metrics, prepare_data, run_jobs
+from .runner import (EXPERIMENTS, OPTIONS, SHIFTED_VALID, TEACHER_OPTIONS, Job, Protocol, load_metrics, prepare_data,
+                     run_jobs)
 
 TARGETS = (0.6, 0.4)
-LATER = ("extract+all-layers+augment",)  # planned after the first table's runs
+LATER = ("extract+all-layers+augment", *TEACHER_OPTIONS)  # planned after the first table's runs
 METHODS = ("probe", *OPTIONS, SHIFTED_VALID)
 MARKERS = ("<!-- robustness -->", "<!-- /robustness -->")
 
@@ -32,10 +33,16 @@ def plan(experiments, protocol: Protocol) -> list[Job]:
             jobs.append(Job("probe", exp.name, seed))
             jobs += [Job(method, exp.name, seed, t) for t in TARGETS for method in OPTIONS if method not in LATER]
     for exp in experiments:  # (after the others: later questions)
-        jobs += [Job(method, exp.name, seed, t) for method in LATER for seed in protocol.seeds for t in TARGETS]
+        jobs += [Job(method, exp.name, seed, t, _teacher(method, exp.name, seed))
+                 for method in LATER for seed in protocol.seeds for t in TARGETS]
         if exp.shifted_valid:
             jobs += [Job(SHIFTED_VALID, exp.name, seed, t) for seed in protocol.seeds for t in TARGETS]
     return jobs
+
+
+def _teacher(method: str, exp: str, seed: int) -> tuple:
+    """The jobs a method's run waits for: the probe of its seed when that probe is its teacher."""
+    return (Job("probe", exp, seed),) if method in TEACHER_OPTIONS else ()
 
 
 def _cell(values: list[float]) -> str:
@@ -69,14 +76,50 @@ def table(exp, runs: list[dict]) -> str:
                       *head, *rows]) + "\n"
 
 
-def update_doc(doc: Path, text: str) -> bool:
-    """Replace the part of `doc` between MARKERS with `text`; False when the markers are absent."""
+def _row_key(line: str) -> tuple[str, str] | None:
+    """(method, t) of a table row, None for any other line."""
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    return (cells[0], cells[1]) if line.startswith("| ") and cells[0] in METHODS else None
+
+
+def _order(key: tuple[str, str]) -> tuple[int, int]:
+    method, t = key
+    return METHODS.index(method), (-1 if t == "-" else [f"{x:g}" for x in TARGETS].index(t))
+
+
+def merge_rows(old: str, new: str) -> str:
+    """`new`'s tables with the rows of `old`'s (same experiment heading) that `new` lacks: an
+    invocation that ran some methods replaces their rows and keeps the others' rows."""
+    kept = {}
+    for section in old.split("#### ")[1:]:
+        heading = section.splitlines()[0]
+        kept[heading] = {k: line for line in section.splitlines() if (k := _row_key(line))}
+    out = []
+    for i, section in enumerate(new.split("#### ")):
+        if i == 0:
+            out.append(section)
+            continue
+        lines = section.splitlines(keepends=True)
+        rows = {**kept.get(lines[0].strip(), {}), **{k: line.rstrip("\n") for line in lines if (k := _row_key(line))}}
+        body = [line for line in lines if not _row_key(line)]
+        at = max(i for i, line in enumerate(body) if line.startswith("|---")) + 1
+        body[at:at] = [rows[k] + "\n" for k in sorted(rows, key=_order)]
+        out.append("".join(body))
+    return "#### ".join(out)
+
+
+def update_doc(doc: Path, text: str, keep_other_rows: bool = False) -> bool:
+    """Replace the part of `doc` between MARKERS with `text` (with `keep_other_rows`, the rows
+    of methods `text` lacks stay, `merge_rows`); False when the markers are absent."""
     if not doc.is_file():
         return False
     old = doc.read_text()
-    pattern = re.compile(re.escape(MARKERS[0]) + ".*?" + re.escape(MARKERS[1]), re.S)
-    if not pattern.search(old):
+    pattern = re.compile(re.escape(MARKERS[0]) + "\n?(.*?)" + re.escape(MARKERS[1]), re.S)
+    found = pattern.search(old)
+    if not found:
         return False
+    if keep_other_rows:
+        text = merge_rows(found.group(1), text)
     doc.write_text(pattern.sub(lambda _: f"{MARKERS[0]}\n{text}{MARKERS[1]}", old))
     return True
 
@@ -91,17 +134,22 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=2, help="training runs at a time (default: 2)")
     p.add_argument("--seeds", type=int, nargs="+", help="override the seeds (default 0 1 2)")
     p.add_argument("--table-only", action="store_true", help="train nothing: write the table from the runs there are")
+    p.add_argument("--methods", nargs="+", choices=METHODS[1:], metavar="METHOD",
+                   help="run only these methods (and the probes, their reference); the doc keeps the other "
+                        f"methods' rows as they are. Methods: {', '.join(METHODS[1:])}")
     args = p.parse_args(argv)
     exps = [e for e in EXPERIMENTS if e.extra_tests]
     protocol = Protocol() if not args.seeds else Protocol(seeds=tuple(args.seeds))
     root, data_root = Path(args.out) / "robustness", Path(args.out) / "data"
     jobs = plan(exps, protocol)
+    if args.methods:
+        jobs = [j for j in jobs if j.method == "probe" or j.method in args.methods]
     if not args.table_only:
         prepare_data(exps, data_root, protocol.data_size)
         run_jobs(jobs, root, data_root, protocol, exps, args.workers)
     text = "\n".join(table(e, [m for j in jobs if j.exp == e.name and (m := load_metrics(j, root))]) for e in exps)
     print(text)
-    if update_doc(Path(args.doc), text):
+    if update_doc(Path(args.doc), text, keep_other_rows=bool(args.methods)):
         print(f"robustness: {args.doc} updated")
     return 0
 

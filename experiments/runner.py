@@ -137,6 +137,14 @@ OPTIONS = {
     "extract+all-layers+augment": {"distill": 10.0, "distill_layers": "all", "distill_loss": "l1cos",
                                    "augment": DEFAULT_SPEC},
 }
+# options that distil the probe's predictions (--kd 1, temperature 2): the teacher is the probe of the same seed
+TEACHER_OPTIONS = {
+    "extract+kd": {"kd": 1.0},
+    "extract+kd+augment": {"kd": 1.0, "augment": DEFAULT_SPEC},
+    "extract+kd+all-layers+augment": {"kd": 1.0, "distill": 10.0, "distill_layers": "all", "distill_loss": "l1cos",
+                                      "augment": DEFAULT_SPEC},
+}
+OPTIONS.update(TEACHER_OPTIONS)
 SHIFTED_VALID = "extract+shifted-valid"  # the protocol's extraction, the best state chosen on exp.shifted_valid
 
 
@@ -242,7 +250,10 @@ def run_job(job: Job, root: str, data_root: str, protocol: Protocol, experiments
     if job.method == SHIFTED_VALID:
         data = (data[0], str(exp.shifted_valid.manifest(data_root)), data[2])
     if job.method in OPTIONS or job.method == SHIFTED_VALID:
-        m = extract_setting(exp.backbone, *data, replace(cfg, **OPTIONS.get(job.method, {})), out, **common)
+        cfg = replace(cfg, **OPTIONS.get(job.method, {}))
+        if job.method in TEACHER_OPTIONS:
+            cfg = replace(cfg, teacher=str(Job("probe", exp.name, job.seed).out(root)))
+        m = extract_setting(exp.backbone, *data, cfg, out, **common)
         m["method"] = job.method
     elif job.method.startswith("probe"):
         factor = 4 if job.method == "probe-4x" else 1

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from subnet.training.distill import distill_loss
+from subnet.training.tasks import task_named
 
 
 def states(seed, n_layers=3, b=2, f=4, d=3, requires_grad=False):
@@ -104,3 +105,61 @@ def test_bad_arguments():
             distill_loss(s, t, FRAMES, **kwargs)
     with pytest.raises(ValueError):
         distill_loss(s, t[:2], FRAMES, layers=[0])
+
+
+# --- prediction distillation (Task.match_loss) ---------------------------------------------------
+def _softmax(row):
+    e = [math.exp(x - max(row)) for x in row]
+    return [x / sum(e) for x in e]
+
+
+def _kl(p, q):
+    return sum(a * math.log(a / b) for a, b in zip(p, q))
+
+
+def _logits(seed, *shape):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 2
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0])
+def test_classify_match_loss_by_hand(temperature):
+    s, t = _logits(1, 3, 5), _logits(2, 3, 5)
+    expect = sum(_kl(_softmax([x / temperature for x in tr]), _softmax([x / temperature for x in sr]))
+                 for sr, tr in zip(s.tolist(), t.tolist())) / 3 * temperature ** 2
+    got = task_named("classify").match_loss(s, t, torch.ones(3, 1, dtype=torch.bool), temperature)
+    assert float(got) == pytest.approx(expect, rel=1e-6)
+    assert float(task_named("classify").match_loss(t, t, None, temperature)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_tag_match_loss_by_hand():
+    s, t, temperature = _logits(3, 2, 4), _logits(4, 2, 4), 2.0
+    total = 0.0
+    for sr, tr in zip(s.tolist(), t.tolist()):
+        for a, b in zip(sr, tr):
+            p, q = 1 / (1 + math.exp(-b / temperature)), 1 / (1 + math.exp(-a / temperature))
+            total += p * math.log(p / q) + (1 - p) * math.log((1 - p) / (1 - q))
+    got = task_named("tag").match_loss(s, t, None, temperature)
+    assert float(got) == pytest.approx(total / 8 * temperature ** 2, rel=1e-6)
+
+
+def test_ctc_match_loss_counts_real_frames_only():
+    s, t, temperature = _logits(5, 2, 4, 6), _logits(6, 2, 4, 6), 2.0
+    total, count = 0.0, 0
+    for i in range(2):
+        for j in range(4):
+            if FRAMES[i, j]:
+                total += _kl(_softmax((t[i, j] / temperature).tolist()), _softmax((s[i, j] / temperature).tolist()))
+                count += 1
+    got = task_named("ctc").match_loss(s, t, FRAMES, temperature)
+    assert float(got) == pytest.approx(total / count * temperature ** 2, rel=1e-6)
+    s2 = s.clone()
+    s2[~FRAMES] = 100.0  # padding changes nothing
+    assert float(task_named("ctc").match_loss(s2, t, FRAMES, temperature)) == pytest.approx(float(got), rel=1e-9)
+
+
+@pytest.mark.parametrize("task", ["classify", "tag"])
+def test_match_loss_gradient_reaches_only_the_student(task):
+    s, t = _logits(7, 3, 4).requires_grad_(True), _logits(8, 3, 4).requires_grad_(True)
+    task_named(task).match_loss(s, t, None).backward()
+    assert s.grad is not None and s.grad.abs().sum() > 0
+    assert t.grad is None

@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 
 from experiments import robustness
-from experiments.runner import EXPERIMENTS, Experiment, Protocol, ExtraSet, prepare_test_set
+from experiments.runner import EXPERIMENTS, Experiment, ExtraSet, Job, Protocol, prepare_test_set
 
 
 def _recipe(root, name="toy"):
@@ -62,6 +62,11 @@ def test_plan_and_table(tmp_path):
     jobs = robustness.plan([exp], Protocol(seeds=(0, 1)))
     assert len(jobs) == 2 * (1 + len(robustness.TARGETS) * (len(robustness.OPTIONS) + 1))
     assert {j.method for j in jobs} == {"probe", *robustness.OPTIONS, "extract+shifted-valid"}
+    # a run distilling the probe's predictions waits for the probe of its seed, its teacher
+    kd = [j for j in jobs if j.method in robustness.TEACHER_OPTIONS]
+    assert len(kd) == 2 * len(robustness.TARGETS) * len(robustness.TEACHER_OPTIONS)
+    assert all(j.deps == (Job("probe", "toy", j.seed),) for j in kd)
+    assert all(j.deps == () for j in jobs if j.method not in robustness.TEACHER_OPTIONS)
     runs = []
     for j in jobs:
         v = 0.9 if j.method == "probe" else 0.7 + 0.1 * j.seed
@@ -77,3 +82,14 @@ def test_plan_and_table(tmp_path):
     assert robustness.update_doc(doc, text)
     assert "old" not in doc.read_text() and doc.read_text().startswith("a\n") and "extract+both" in doc.read_text()
     assert not robustness.update_doc(tmp_path / "none.md", text)
+
+    # an invocation with --methods: its methods' rows are replaced, the other rows stay, in plan order
+    partial = [dict(r, compact=0.5) for r in runs if r["method"] in ("probe", "extract+kd")]
+    assert robustness.update_doc(doc, robustness.table(exp, partial), keep_other_rows=True)
+    merged = doc.read_text()
+    assert "| extract+both | 0.4 | 61.0% | 0.750 +- 0.071 | 0.550 +- 0.071 | 10 |" in merged
+    assert "| extract+kd | 0.4 | 61.0% | 0.500 +- 0.000 | 0.550 +- 0.071 | 10 |" in merged
+    assert "| probe | - | 0.0% | 0.500 +- 0.000 | 0.700 +- 0.000 | 10 |" in merged
+    rows = [line.split("|")[1].strip() for line in merged.splitlines() if line.startswith("| ") and "method" not in line]
+    assert rows == [m for m in robustness.METHODS for _ in ((0,) if m == "probe" else robustness.TARGETS)]
+    assert merged.count(robustness.MARKERS[0]) == 1 and merged.endswith("b\n")

@@ -150,3 +150,66 @@ def test_extra_tests_reported_and_options_run_end_to_end(tones, tiny_whisper, tm
     e = json.loads((tmp_path / "e.json").read_text())
     assert set(e) == {"a", "b"} and e["a"]["value"] == pytest.approx(m["compact"], abs=1e-6)
     assert set(json.loads((out / "metrics.json").read_text())["extra"]) == {"same", "valid", "a", "b"}
+
+
+# --- prediction distillation from a probe (--teacher, --kd) --------------------------------------
+@pytest.fixture(scope="module")
+def probe_of_tiny_whisper(tiny_whisper, tones, tmp_path_factory):
+    """A probe (head on the full encoder) of the tiny encoder, 1-s clips: the --kd teacher."""
+    out = tmp_path_factory.mktemp("probe")
+    cfg = ExtractConfig(steps=6, batch_size=6, eval_every=3, train_gates=False)
+    extract(str(tiny_whisper), tones / "train", tones / "valid", None, cfg, out, max_seconds=1.0, progress=False,
+            measure_latency=False)
+    return out
+
+
+def _kd_extractor(tiny_whisper, tones, tmp_path, teacher, **kw) -> Extractor:
+    from subnet.training.extract import prepare_backbone
+    ds = AudioDataset.from_source(str(tones / "train"), sample_rate=16000, max_seconds=1.0, progress=False)
+    labels = task_named("classify").labels(ds)
+    cfg = ExtractConfig(steps=4, batch_size=4, eval_every=2, teacher=str(teacher), **kw)
+    backbone = prepare_backbone(subnet.load_backbone(str(tiny_whisper)), 1.0)
+    return Extractor(backbone, len(labels), cfg, tmp_path, labels=labels)
+
+
+def test_kd_teacher_is_the_probe_and_reaches_the_gates(tiny_whisper, tones, tmp_path, probe_of_tiny_whisper):
+    from subnet.training.pipeline import load_pipeline
+    batch = _batches(tones, "")(0)
+    grads = {}
+    for w in (0.0, 3.0):
+        ex = _kd_extractor(tiny_whisper, tones, tmp_path / f"w{w}", probe_of_tiny_whisper, kd=w, lr_gates=0.0,
+                           lr_head=0.0)
+        if w:
+            # the teacher head on the full encoder's states is the probe artifact's prediction
+            probe = load_pipeline(probe_of_tiny_whisper)
+            with torch.no_grad():
+                want, frames = probe(batch.waves, batch.lengths)
+                got = ex.teacher_head(ex.pipeline.teacher_states(batch.waves, batch.lengths), frames)
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        with torch.no_grad():
+            for m in ex.masked.logits:
+                m[::2] = -0.5  # every other unit off, still trainable
+        rec = ex.step(batch)
+        grads[w] = torch.cat([m.grad.flatten() for m in ex.masked.logits])
+        assert (rec["kd"] > 0) if w else ("kd" not in rec)
+    assert not torch.allclose(grads[0.0], grads[3.0])
+
+
+def test_kd_bad_teachers_fail_before_training(tiny_whisper, tones, tmp_path, probe_of_tiny_whisper):
+    with pytest.raises(ValueError, match="give teacher"):
+        _extractor(tiny_whisper, tmp_path, kd=1.0)
+    with pytest.raises(ValueError, match="kd_temperature"):
+        _kd_extractor(tiny_whisper, tones, tmp_path, probe_of_tiny_whisper, kd=1.0, kd_temperature=0.0)
+    with pytest.raises(ValueError, match="teacher: .*subnet.json: not found"):
+        _kd_extractor(tiny_whisper, tones, tmp_path, tmp_path, kd=1.0)  # no artifact there
+    # another clip length: Whisper's positional table differs, so do the base weights
+    from subnet.training.extract import prepare_backbone
+    ds = AudioDataset.from_source(str(tones / "train"), sample_rate=16000, max_seconds=1.0, progress=False)
+    labels = task_named("classify").labels(ds)
+    cfg = ExtractConfig(steps=4, batch_size=4, teacher=str(probe_of_tiny_whisper), kd=1.0)
+    shorter = prepare_backbone(subnet.load_backbone(str(tiny_whisper)), 0.5)
+    with pytest.raises(ValueError, match="other base weights"):
+        Extractor(shorter, len(labels), cfg, tmp_path, labels=labels)
+    same = prepare_backbone(subnet.load_backbone(str(tiny_whisper)), 1.0)
+    with pytest.raises(ValueError, match="labels"):  # the probe's outputs in another order
+        Extractor(same, len(labels), cfg, tmp_path, labels=labels[::-1])

@@ -47,6 +47,9 @@ def run(args) -> int:
     if cfg.distill and args.probe:
         raise SystemExit("subnet extract: --distill pulls the gated encoder towards the full one; a --probe has "
                          "no gates (drop one of the two)")
+    if cfg.kd and args.probe:
+        raise SystemExit("subnet extract: --kd pulls an extraction towards its --teacher probe; a --probe has no "
+                         "gates (drop one of the two)")
     test, extra = split_tests(args.test)
     metrics = extract(args.backbone, args.train, args.valid, test, cfg, args.out, max_seconds=args.max_seconds,
                       skip_bad=args.skip_bad, resume=args.resume, progress=not args.quiet,

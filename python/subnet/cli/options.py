@@ -41,6 +41,12 @@ _OPTIONS = {  # field: (flag, type, help)
     "distill_layers": ("--distill-layers", str, "the states --distill compares: 'mix' (the head's layer mix), "
                        "'all' (every hidden state, averaged) or comma-separated hidden-state indices, e.g. 0,2,4"),
     "distill_loss": ("--distill-loss", str, "distance of --distill: mse | l1cos (DPHuBERT's L1 + cosine)"),
+    "teacher": ("--teacher", str, "a probe of this encoder (the OUT of `subnet extract --probe` with the same --backbone, "
+                "--max-seconds and training data): the teacher of --kd"),
+    "kd": ("--kd", float, "weight W of a loss pulling the head's predictions towards the --teacher probe's on the "
+           "same batch (prediction distillation: the extraction learns to answer as the full encoder's probe "
+           "does, which carries its robustness outside the training domain; 0 = off)"),
+    "kd_temperature": ("--kd-temperature", float, "temperature softening both predictions of --kd"),
     "settle": ("--settle", float, "fraction of the steps, at the end, with every gate fixed where it is: the "
                "units then off are frozen and only the head trains, on the units it ships with (these "
                "steps skip the backward pass through the encoder; 0 = none)"),
@@ -62,7 +68,7 @@ def add_data_options(p: argparse.ArgumentParser, backbone_required: bool = True)
 
 
 _GATE_OPTIONS = {"kinds", "loss", "lam", "cost", "lr_gates", "warmup", "freeze_dead", "settle", "distill",
-                 "distill_layers", "distill_loss"}
+                 "distill_layers", "distill_loss", "teacher", "kd", "kd_temperature"}
 
 
 def add_config_options(p: argparse.ArgumentParser, defaults: ExtractConfig | None = None,

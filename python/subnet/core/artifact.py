@@ -99,6 +99,13 @@ def _info_from(meta: dict, file: Path) -> CompactInfo:
         raise ArtifactError(f"{file}: missing or malformed field {e}") from None
 
 
+def read_info(path) -> CompactInfo:
+    """The CompactInfo (family, base architecture and hash, kept indices, extra: head, labels,
+    front end) of the artifact in directory `path`, without reading its weights."""
+    file = Path(path) / CONFIG
+    return _info_from(_read_json(file, COMPACT_FORMAT), file)
+
+
 def load(path) -> nn.Module:
     """Load a compact model saved by `subnet.save` (architecture rebuilt, no pickle)."""
     path = Path(path)

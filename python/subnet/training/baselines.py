@@ -38,9 +38,8 @@ METHODS = ("probe", "scratch", "random", "refit", "importance")
 # --- reference artifact ---------------------------------------------------------------------
 def reference_info(artifact):
     """The CompactInfo (family, base architecture, kept indices) of an artifact, no weights read."""
-    from ..core.artifact import COMPACT_FORMAT, CONFIG, _info_from, _read_json
-    file = Path(artifact) / CONFIG
-    return _info_from(_read_json(file, COMPACT_FORMAT), file)
+    from ..core.artifact import read_info
+    return read_info(artifact)
 
 
 def reference_config(artifact) -> ExtractConfig:
@@ -162,8 +161,9 @@ def _prepared(backbone, max_seconds, layer="weighted"):
 
 
 def _fixed(cfg: ExtractConfig, info) -> ExtractConfig:
-    """Gates fixed, and the same unit kinds as the reference (so the groups line up)."""
-    return replace(cfg, train_gates=False, kinds=tuple(sorted(set(info.kinds.values()))))
+    """Gates fixed, and the same unit kinds as the reference (so the groups line up); the
+    reference's distillation options go (they steer which units the gates keep)."""
+    return replace(cfg, train_gates=False, kinds=tuple(sorted(set(info.kinds.values()))), distill=0.0, kd=0.0)
 
 
 def _check_base(backbone: nn.Module, info, artifact) -> None:

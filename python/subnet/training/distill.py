@@ -73,3 +73,45 @@ def distill_loss(student_states: Sequence[torch.Tensor], teacher_states: Sequenc
     count = frames.sum().clamp(min=1)
     per_layer = [torch.where(frames, _frame_distance(s, t, kind), 0.0).sum() / count for s, t in pairs]
     return torch.stack(per_layer).mean()
+
+
+def load_teacher_head(path, backbone: torch.nn.Module, head_config: dict, labels) -> torch.nn.Module:
+    """The task head of a probe of this same encoder (`subnet extract --probe`'s artifact at
+    `path`), in eval mode, frozen: on the full encoder's states it gives the probe's
+    predictions, which prediction distillation (`--kd`) pulls the extraction's towards.
+
+    Checked against the extraction: the probe's base weights must hash like `backbone` (the
+    same encoder, fitted to the same clip length), and its task, hidden states and labels
+    (in order) must be the extraction's."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from ..core.artifact import ArtifactError, read_info
+    from ..core.hashing import weights_hash
+    from .tasks import task_named
+    path = Path(path)
+    try:
+        info = read_info(path)
+    except ArtifactError as e:
+        raise ValueError(f"teacher: {e}; the teacher is the OUT of `subnet extract --probe`") from None
+    hc = info.extra.get("head")
+    if hc is None or not (path / "head.safetensors").is_file():
+        raise ValueError(f"teacher {path}: no task head (expected the artifact of `subnet extract --probe`)")
+    if info.base_hash and info.base_hash != weights_hash(backbone):
+        raise ValueError(f"teacher {path}: a probe of other base weights than this encoder (or of another "
+                         "--max-seconds, which changes Whisper's positional table); train the probe with the "
+                         "same --backbone and --max-seconds")
+    if info.keep and any(len(k) != info.sizes[n] for n, k in info.keep.items()):
+        raise ValueError(f"teacher {path}: an extraction with units removed; the teacher must be a probe of the "
+                         "full encoder (`subnet extract --probe`)")
+    for key in ("task", "n_states"):
+        if hc.get(key) != head_config[key]:
+            raise ValueError(f"teacher {path}: head {key} is {hc.get(key)!r}, this extraction's is "
+                             f"{head_config[key]!r}")
+    if labels is not None and info.extra.get("labels") != list(labels):
+        raise ValueError(f"teacher {path}: its labels {info.extra.get('labels')} are not this extraction's "
+                         f"{list(labels)} (same training data, same order)")
+    head = task_named(hc["task"]).head(hc["width"], hc["n_states"], hc["n_out"], hc["layer"])
+    head.load_state_dict(load_file(str(path / "head.safetensors")))
+    return head.eval().requires_grad_(False)

@@ -26,7 +26,7 @@ from ..core.gates import MaskedModel
 from ..core.losses import SparsityLoss
 from ..core.units import COST_ATTRS
 from .distill import KINDS as DISTILL_LOSSES
-from .distill import distill_loss
+from .distill import distill_loss, load_teacher_head
 from .tasks import task_named
 from ..data.augment import parse_augment
 
@@ -64,6 +64,9 @@ class ExtractConfig:
     distill: float = 0.0  # weight of the loss pulling the gated encoder's states to the full encoder's (0 = off)
     distill_layers: str = "mix"  # "mix" (what the head reads), "all" (every hidden state) or comma-separated indices
     distill_loss: str = "mse"  # mse | l1cos (DPHuBERT's L1 + cosine distance)
+    teacher: str = ""  # a probe of this encoder (artifact of `subnet extract --probe`): its head on the full encoder's states
+    kd: float = 0.0  # weight of the loss pulling the head's predictions to the teacher's on the same batch (0 = off)
+    kd_temperature: float = 2.0  # both predictions softened by this temperature (Hinton et al. 2015)
 
 
 @dataclass
@@ -148,6 +151,15 @@ class Extractor:
                              "(a probe has none)")
         if cfg.distill_loss not in DISTILL_LOSSES:
             raise ValueError(f"distill_loss must be one of {DISTILL_LOSSES}, not {cfg.distill_loss!r}")
+        if cfg.kd < 0:
+            raise ValueError(f"kd is a loss weight, >= 0, not {cfg.kd}")
+        if cfg.kd and not cfg.teacher:
+            raise ValueError("kd pulls the predictions towards a teacher's: give teacher, the artifact of a probe "
+                             "of this encoder (subnet extract --probe)")
+        if cfg.kd and not cfg.train_gates:
+            raise ValueError("kd trains an extraction towards its probe: it needs gates to train (a probe has none)")
+        if not cfg.kd_temperature > 0:
+            raise ValueError(f"kd_temperature must be > 0, not {cfg.kd_temperature}")
         self.distill_layers = _distill_layers(cfg.distill_layers)
         torch.manual_seed(cfg.seed)
         self.masked: MaskedModel = self._attach(backbone).to(self.device)
@@ -166,12 +178,16 @@ class Extractor:
                 m.p = cfg.head_dropout
         self.head_config = {"task": cfg.task, "width": width, "n_states": n_states, "n_out": n_out,
                             "layer": cfg.layer}
+        self.teacher_head = None
+        if cfg.kd:
+            with self.masked.gates_removed() as base:
+                self.teacher_head = load_teacher_head(cfg.teacher, base, self.head_config, labels).to(self.device)
         self.pipeline = Pipeline(self.masked, self.front_end, self.head, self.task, labels)
         # (augmented clips are new every step: a per-clip cache would only fill up)
         if cfg.cache_encoder and not cfg.train_gates and not cfg.augment:
             self.pipeline.cache = EncoderCache(self._gate_state)
         # the teacher's states are a fixed function of the clip unless it is augmented
-        self.teacher_cache = EncoderCache(lambda: b"teacher") if cfg.distill and not cfg.augment else None
+        self.teacher_cache = EncoderCache(lambda: b"teacher") if (cfg.distill or cfg.kd) and not cfg.augment else None
         paths = self.masked.family.front_end_modules(self.masked.backbone)
         # (an encoder cache already serves everything after the front end; a compiled encoder
         # is one graph, which a per-clip lookup in the middle would break)
@@ -242,10 +258,18 @@ class Extractor:
         with self.autocast():
             logits, frames, states = self.pipeline.run(batch.waves, batch.lengths)
         loss_task = self.task.loss(logits.float(), frames, batch.targets)
-        loss_distill = self._distill(states, frames, batch) if gates and self.cfg.distill else None
+        distill = gates and self.cfg.distill
+        kd = self.cfg.kd and self.cfg.train_gates  # (the settling steps too: the head keeps matching the probe)
+        teacher = self._teacher_states(batch) if distill or kd else None
+        loss_distill = self._distill(states, teacher, frames) if distill else None
+        loss_kd = self._kd(logits, teacher, frames) if kd else None
         loss_sparse = self.sparsity(self.masked) * self.ramp() if gates else logits.new_zeros(())
         # distillation is part of what the units are kept for: it goes through Adam with the task loss
-        loss_kept = loss_task if loss_distill is None else loss_task + self.cfg.distill * loss_distill
+        loss_kept = loss_task
+        if loss_distill is not None:
+            loss_kept = loss_kept + self.cfg.distill * loss_distill
+        if loss_kd is not None:
+            loss_kept = loss_kept + self.cfg.kd * loss_kd
         loss = loss_kept + loss_sparse if self.cfg.coupled else loss_kept
         self.opt.zero_grad(set_to_none=False)
         loss.backward()
@@ -266,15 +290,31 @@ class Extractor:
                "kept": self.masked.kept_fraction("params")}
         if loss_distill is not None:
             rec["distill"] = float(loss_distill.detach())
+        if loss_kd is not None:
+            rec["kd"] = float(loss_kd.detach())
         return rec
 
-    def _distill(self, states, frames, batch: Batch) -> torch.Tensor:
-        """Distance of the gated encoder's states to the full encoder's on the same batch
-        (`training.distill`); the head's layer mix (detached) says which states matter."""
+    def _teacher_states(self, batch: Batch):
+        """The full encoder's states (every gate 1) on the batch: one forward, no gradient,
+        read from the per-clip cache when clips are not augmented."""
         encode, cache = self.pipeline.teacher_states, self.teacher_cache
         with torch.no_grad(), self.autocast():
-            teacher = (cache.states(encode, batch.waves, batch.lengths, not self.front_end.fixed_length)
-                       if cache is not None else encode(batch.waves, batch.lengths))
+            return (cache.states(encode, batch.waves, batch.lengths, not self.front_end.fixed_length)
+                    if cache is not None else encode(batch.waves, batch.lengths))
+
+    def _kd(self, logits, teacher_states, frames) -> torch.Tensor:
+        """Prediction distillation: the distance of the head's predictions to the probe's (the
+        teacher head on the full encoder's states of the same batch). The probe is the
+        reference an extraction is judged against, in domain and out of it: matching its
+        predictions on every training clip (augmented ones too) asks the kept units for what
+        the full encoder gives the probe, not only for what separates the training labels."""
+        with torch.no_grad():
+            teacher = self.teacher_head(teacher_states, frames)
+        return self.task.match_loss(logits.float(), teacher.float(), frames, self.cfg.kd_temperature)
+
+    def _distill(self, states, teacher, frames) -> torch.Tensor:
+        """Distance of the gated encoder's states to the full encoder's on the same batch
+        (`training.distill`); the head's layer mix (detached) says which states matter."""
         mix = self.head.mix
         if self.distill_layers != "mix":
             layers, weights = self.distill_layers, None

@@ -45,6 +45,15 @@ class Task:
         """{"metric", "value", "n", ...} over a list of batches' logits, targets and frames."""
         raise NotImplementedError
 
+    def match_loss(self, logits: torch.Tensor, teacher: torch.Tensor, frames: torch.Tensor,
+                   temperature: float = 2.0) -> torch.Tensor:
+        """How far the head's predictions are from a teacher's on the same batch: the KL
+        divergence of the teacher's distribution to the student's, both softened by
+        `temperature` and scaled by its square (Hinton, Vinyals, Dean 2015, "Distilling the
+        knowledge in a neural network"), so that its gradient keeps its size whatever the
+        temperature. 0 when the predictions match; the teacher is detached."""
+        raise NotImplementedError
+
     def better(self, a: float, b: float) -> bool:
         """Is metric value `a` better than `b`?"""
         return a < b if self.lower_is_better else a > b
@@ -67,6 +76,9 @@ class Classify(Task):
         y = torch.cat(targets)
         return {"metric": self.metric, "value": accuracy(torch.cat(outs), y), "n": len(y)}
 
+    def match_loss(self, logits, teacher, frames, temperature=2.0):
+        return temperature ** 2 * _kl(logits / temperature, teacher.detach() / temperature).mean()
+
     def predictions(self, logits, frames, labels):
         p = logits.softmax(-1)
         top = p.argmax(-1)
@@ -85,6 +97,14 @@ class Tag(Task):
     def score(self, outs, targets, frames, labels):
         s, y = torch.cat(outs).sigmoid(), torch.cat(targets)
         return {"metric": self.metric, "value": average_precision(s, y), "auroc": macro_auroc(s, y), "n": len(y)}
+
+    def match_loss(self, logits, teacher, frames, temperature=2.0):
+        """Per tag, the KL divergence of the two Bernoulli distributions, averaged over tags and clips."""
+        s, t = logits / temperature, teacher.detach() / temperature
+        p = t.sigmoid()
+        kl = (F.binary_cross_entropy_with_logits(s, p, reduction="none")
+              - F.binary_cross_entropy_with_logits(t, p, reduction="none"))
+        return temperature ** 2 * kl.mean()
 
     def predictions(self, logits, frames, labels):
         p = logits.sigmoid()
@@ -125,8 +145,20 @@ class CTC(Task):
             refs.extend(texts)
         return {"metric": self.metric, "value": cer(hyps, refs), "n": len(refs), "examples": list(zip(hyps, refs))[:5]}
 
+    def match_loss(self, logits, teacher, frames, temperature=2.0):
+        """Per real frame, the KL divergence over characters + blank, averaged over real frames."""
+        kl = _kl(logits / temperature, teacher.detach() / temperature)  # (B, F)
+        frames = frames.to(kl.device, torch.bool)
+        return temperature ** 2 * torch.where(frames, kl, 0.0).sum() / frames.sum().clamp(min=1)
+
     def predictions(self, logits, frames, labels):
         return ["".join(labels[i - 1] for i in seq) for seq in ctc_greedy(logits, frames)]
+
+
+def _kl(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(teacher) || softmax(student)) over the last axis, one value per row."""
+    t = teacher.float().log_softmax(-1)
+    return (t.exp() * (t - student.float().log_softmax(-1))).sum(-1)
 
 
 TASKS = {t.name: t for t in (Classify(), Tag(), CTC())}
