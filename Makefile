@@ -38,11 +38,13 @@ results: $(STAMP)
 	bash .ci/install-audio.sh
 	$(VENV)/bin/python -m experiments --out results --reports docs/results
 
-# docs/RESULTS.md "Robustness outside the training domain": extraction +- distillation / augmentation
+# docs/RESULTS.md "Robustness outside the training domain": extraction +- distillation / augmentation /
+# prediction distillation, then the same at 4x the steps (--long)
 robustness: $(STAMP)
 	bash .ci/install-real.sh
 	bash .ci/install-audio.sh
 	$(VENV)/bin/python -m experiments.robustness --out results
+	$(VENV)/bin/python -m experiments.robustness --out results --long
 
 clean:
 	rm -rf $(VENV) build *.egg-info python/*.egg-info

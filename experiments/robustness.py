@@ -9,12 +9,16 @@ steps) is the reference on every set. Runs go to OUT/robustness/ (apart from `ma
 runs, whose reports would otherwise take these in), the data is shared (OUT/data/); two at a
 time, one thread each; a finished run is kept, an unfinished one resumes. The table goes into
 docs/RESULTS.md between <!-- robustness --> and <!-- /robustness -->.
+
+`--long` asks whether longer training closes the gap: probes and three methods at t = 0.4 with
+4x the steps, under OUT/robustness-4x, into the doc's <!-- robustness-4x --> table.
 """
 from __future__ import annotations
 
 import argparse
 import re
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 from .runner import (EXPERIMENTS, OPTIONS, SHIFTED_VALID, TEACHER_OPTIONS, Job, Protocol, load_metrics, prepare_data,
@@ -24,6 +28,12 @@ TARGETS = (0.6, 0.4)
 LATER = ("extract+all-layers+augment", *TEACHER_OPTIONS)  # planned after the first table's runs
 METHODS = ("probe", *OPTIONS, SHIFTED_VALID)
 MARKERS = ("<!-- robustness -->", "<!-- /robustness -->")
+# --long: does training longer close the gap? every run, the probes too, with LONG x the protocol's
+# steps (and validations), at the size the goal is about (t = 0.4: about 60% removed)
+LONG = 4
+LONG_TARGET = 0.4
+LONG_METHODS = ("extract", "extract+kd+augment", "extract+kd+all-layers+augment")
+LONG_MARKERS = ("<!-- robustness-4x -->", "<!-- /robustness-4x -->")
 
 
 def plan(experiments, protocol: Protocol) -> list[Job]:
@@ -37,6 +47,16 @@ def plan(experiments, protocol: Protocol) -> list[Job]:
                  for method in LATER for seed in protocol.seeds for t in TARGETS]
         if exp.shifted_valid:
             jobs += [Job(SHIFTED_VALID, exp.name, seed, t) for seed in protocol.seeds for t in TARGETS]
+    return jobs
+
+
+def plan_long(experiments, protocol: Protocol) -> list[Job]:
+    """--long's runs (give it the protocol with the longer steps): probes and LONG_METHODS at LONG_TARGET."""
+    jobs = []
+    for exp in experiments:
+        for seed in protocol.seeds:
+            jobs.append(Job("probe", exp.name, seed))
+            jobs += [Job(m, exp.name, seed, LONG_TARGET, _teacher(m, exp.name, seed)) for m in LONG_METHODS]
     return jobs
 
 
@@ -108,19 +128,19 @@ def merge_rows(old: str, new: str) -> str:
     return "#### ".join(out)
 
 
-def update_doc(doc: Path, text: str, keep_other_rows: bool = False) -> bool:
-    """Replace the part of `doc` between MARKERS with `text` (with `keep_other_rows`, the rows
+def update_doc(doc: Path, text: str, keep_other_rows: bool = False, markers: tuple = MARKERS) -> bool:
+    """Replace the part of `doc` between `markers` with `text` (with `keep_other_rows`, the rows
     of methods `text` lacks stay, `merge_rows`); False when the markers are absent."""
     if not doc.is_file():
         return False
     old = doc.read_text()
-    pattern = re.compile(re.escape(MARKERS[0]) + "\n?(.*?)" + re.escape(MARKERS[1]), re.S)
+    pattern = re.compile(re.escape(markers[0]) + "\n?(.*?)" + re.escape(markers[1]), re.S)
     found = pattern.search(old)
     if not found:
         return False
     if keep_other_rows:
         text = merge_rows(found.group(1), text)
-    doc.write_text(pattern.sub(lambda _: f"{MARKERS[0]}\n{text}{MARKERS[1]}", old))
+    doc.write_text(pattern.sub(lambda _: f"{markers[0]}\n{text}{markers[1]}", old))
     return True
 
 
@@ -137,11 +157,18 @@ def main(argv=None) -> int:
     p.add_argument("--methods", nargs="+", choices=METHODS[1:], metavar="METHOD",
                    help="run only these methods (and the probes, their reference); the doc keeps the other "
                         f"methods' rows as they are. Methods: {', '.join(METHODS[1:])}")
+    p.add_argument("--long", action="store_true",
+                   help=f"instead: every run (probes too) with {LONG}x the steps, at t={LONG_TARGET:g}, methods "
+                        f"{', '.join(LONG_METHODS)}; runs under OUT/robustness-{LONG}x, the doc's second table")
     args = p.parse_args(argv)
     exps = [e for e in EXPERIMENTS if e.extra_tests]
     protocol = Protocol() if not args.seeds else Protocol(seeds=tuple(args.seeds))
-    root, data_root = Path(args.out) / "robustness", Path(args.out) / "data"
+    root, data_root, markers = Path(args.out) / "robustness", Path(args.out) / "data", MARKERS
     jobs = plan(exps, protocol)
+    if args.long:
+        protocol = replace(protocol, steps=LONG * protocol.steps, eval_every=LONG * protocol.eval_every)
+        root, markers = Path(args.out) / f"robustness-{LONG}x", LONG_MARKERS
+        jobs = plan_long(exps, protocol)
     if args.methods:
         jobs = [j for j in jobs if j.method == "probe" or j.method in args.methods]
     if not args.table_only:
@@ -149,7 +176,7 @@ def main(argv=None) -> int:
         run_jobs(jobs, root, data_root, protocol, exps, args.workers)
     text = "\n".join(table(e, [m for j in jobs if j.exp == e.name and (m := load_metrics(j, root))]) for e in exps)
     print(text)
-    if update_doc(Path(args.doc), text, keep_other_rows=bool(args.methods)):
+    if update_doc(Path(args.doc), text, keep_other_rows=bool(args.methods), markers=markers):
         print(f"robustness: {args.doc} updated")
     return 0
 

@@ -93,3 +93,12 @@ def test_plan_and_table(tmp_path):
     rows = [line.split("|")[1].strip() for line in merged.splitlines() if line.startswith("| ") and "method" not in line]
     assert rows == [m for m in robustness.METHODS for _ in ((0,) if m == "probe" else robustness.TARGETS)]
     assert merged.count(robustness.MARKERS[0]) == 1 and merged.endswith("b\n")
+
+
+def test_long_plan():
+    exp = Experiment("toy", "a toy", "bb", "toy", extra_tests=(ExtraSet("far", "toy", "test"),))
+    jobs = robustness.plan_long([exp], Protocol(seeds=(0, 1)))
+    assert [j.method for j in jobs if j.seed == 0] == ["probe", *robustness.LONG_METHODS]
+    assert all(j.t == robustness.LONG_TARGET for j in jobs if j.method != "probe")
+    assert all(j.deps == ((Job("probe", "toy", j.seed),) if j.method in robustness.TEACHER_OPTIONS else ())
+               for j in jobs)

@@ -213,3 +213,19 @@ def test_kd_bad_teachers_fail_before_training(tiny_whisper, tones, tmp_path, pro
     same = prepare_backbone(subnet.load_backbone(str(tiny_whisper)), 1.0)
     with pytest.raises(ValueError, match="labels"):  # the probe's outputs in another order
         Extractor(same, len(labels), cfg, tmp_path, labels=labels[::-1])
+
+
+def test_kd_without_a_teacher_trains_the_probe_first(tiny_whisper, tones, tmp_path):
+    cfg = ExtractConfig(steps=4, batch_size=6, eval_every=2, t=0.5, lr_gates=0.3, warmup=0.0, kd=1.0, settle=0.25)
+    out = tmp_path / "run"
+    extract(str(tiny_whisper), tones / "train", tones / "valid", None, cfg, out, max_seconds=1.0, progress=False,
+            measure_latency=False)
+    probe = json.loads((out / "teacher" / "config.json").read_text())
+    assert probe["train_gates"] is False and probe["kd"] == 0.0 and probe["steps"] == 4 and probe["seed"] == 0
+    assert json.loads((out / "config.json").read_text())["teacher"] == str(out / "teacher")
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 4 and all(r["kd"] >= 0 for r in log)  # the settling step too
+    first = (out / "teacher" / "metrics.json").stat().st_mtime_ns
+    extract(str(tiny_whisper), tones / "train", tones / "valid", None, cfg, out, max_seconds=1.0, progress=False,
+            measure_latency=False)
+    assert (out / "teacher" / "metrics.json").stat().st_mtime_ns == first  # a finished teacher is reused

@@ -42,7 +42,8 @@ _OPTIONS = {  # field: (flag, type, help)
                        "'all' (every hidden state, averaged) or comma-separated hidden-state indices, e.g. 0,2,4"),
     "distill_loss": ("--distill-loss", str, "distance of --distill: mse | l1cos (DPHuBERT's L1 + cosine)"),
     "teacher": ("--teacher", str, "a probe of this encoder (the OUT of `subnet extract --probe` with the same --backbone, "
-                "--max-seconds and training data): the teacher of --kd"),
+                "--max-seconds and training data): the teacher of --kd; none given: --kd trains one first into "
+                "OUT/teacher (the same steps, batch and seed; reused when there)"),
     "kd": ("--kd", float, "weight W of a loss pulling the head's predictions towards the --teacher probe's on the "
            "same batch (prediction distillation: the extraction learns to answer as the full encoder's probe "
            "does, which carries its robustness outside the training domain; 0 = off)"),

@@ -205,6 +205,9 @@ def extract(backbone, train, valid, test=None, cfg: ExtractConfig | None = None,
     """
     from .. import load_backbone
     cfg = cfg or ExtractConfig()
+    if cfg.kd and not cfg.teacher:
+        teacher = train_teacher(backbone, train, valid, cfg, Path(out) / "teacher", max_seconds, skip_bad, progress)
+        cfg = replace(cfg, teacher=str(teacher))
     backbone = prepare_backbone(load_backbone(backbone), max_seconds)
     backbone, layer = drop_unread_layers(backbone, cfg.layer)
     cfg = replace(cfg, layer=layer)
@@ -216,6 +219,24 @@ def extract(backbone, train, valid, test=None, cfg: ExtractConfig | None = None,
     if extra_tests:
         metrics["extra"] = evaluate_extra(out, extra_tests, max_seconds, cfg.batch_size, skip_bad)
     return metrics
+
+
+def train_teacher(backbone, train, valid, cfg: ExtractConfig, out: Path, max_seconds: float | None,
+                  skip_bad: bool = False, progress: bool = True) -> Path:
+    """The probe that `kd` distils when no `teacher` is given: the full frozen encoder and the
+    same head, trained on the same clips with `cfg`'s steps, batch, head learning rate and seed
+    (not augmented: the reference an extraction is judged against), into `out`; a finished one
+    there is reused."""
+    if (out / "metrics.json").is_file():
+        return out
+    if _is_dist():
+        raise ValueError("kd under torchrun needs a teacher: train the probe first (subnet extract --probe) and "
+                         "give it as teacher")
+    probe_cfg = replace(cfg, train_gates=False, kd=0.0, teacher="", distill=0.0, augment="")
+    source = copy.deepcopy(backbone) if isinstance(backbone, nn.Module) else backbone  # (gates go on a copy)
+    extract(source, train, valid, None, probe_cfg, out, max_seconds=max_seconds, skip_bad=skip_bad, resume=True,
+            progress=progress, measure_latency=False)
+    return out
 
 
 def _dataset(source, fe, vocab, max_seconds, train, seed, skip_bad, progress):

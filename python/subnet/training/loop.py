@@ -64,7 +64,8 @@ class ExtractConfig:
     distill: float = 0.0  # weight of the loss pulling the gated encoder's states to the full encoder's (0 = off)
     distill_layers: str = "mix"  # "mix" (what the head reads), "all" (every hidden state) or comma-separated indices
     distill_loss: str = "mse"  # mse | l1cos (DPHuBERT's L1 + cosine distance)
-    teacher: str = ""  # a probe of this encoder (artifact of `subnet extract --probe`): its head on the full encoder's states
+    teacher: str = ""  # a probe of this encoder (artifact of `subnet extract --probe`): its head on the full encoder's
+    # states; "" with kd: `extract` trains one first into OUT/teacher
     kd: float = 0.0  # weight of the loss pulling the head's predictions to the teacher's on the same batch (0 = off)
     kd_temperature: float = 2.0  # both predictions softened by this temperature (Hinton et al. 2015)
 
