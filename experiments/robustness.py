@@ -78,12 +78,13 @@ def table(exp, runs: list[dict]) -> str:
     over seeds, the parameters removed, the training time."""
     sets = ["test"] + [x.label for x in exp.extra_tests]
     head = ("| method | t | removed | " + " | ".join(sets) + " | train s |", "|---" * (len(sets) + 4) + "|")
-    rows = []
+    rows, counts = [], set()
     for method in METHODS:
         for t in (None,) if method == "probe" else TARGETS:
             ms = [m for m in runs if m.get("method") == method and (t is None or m.get("t") == t)]
             if not ms:
                 continue
+            counts.add(len(ms))
             cells = [_cell([m["compact"] for m in ms])]
             cells += [_cell([m["extra"][s]["value"] for m in ms if s in (m.get("extra") or {})]) for s in sets[1:]]
             removed = statistics.mean(100 * (1 - m["params"]["kept_fraction"]) for m in ms)
@@ -92,8 +93,9 @@ def table(exp, runs: list[dict]) -> str:
                         + f" | {seconds:.0f} |")
     clips = {s: next((m["extra"][s]["clips"] for m in runs if s in (m.get("extra") or {})), None) for s in sets[1:]}
     sizes = "; ".join(f"{s}: {n} clips" for s, n in clips.items() if n)
-    return "\n".join([f"#### {exp.name}: {exp.title}", "", f"Test split: `{exp.recipe}` test; {sizes}.", "",
-                      *head, *rows]) + "\n"
+    seeds = "-".join(str(n) for n in sorted({min(counts), max(counts)})) if counts else "0"
+    return "\n".join([f"#### {exp.name}: {exp.title}", "",
+                      f"Test split: `{exp.recipe}` test; {sizes}; {seeds} seeds a row.", "", *head, *rows]) + "\n"
 
 
 def _row_key(line: str) -> tuple[str, str] | None:

@@ -76,7 +76,7 @@ def test_plan_and_table(tmp_path):
     text = robustness.table(exp, runs)
     assert "| probe | - | 0.0% | 0.900 +- 0.000 | 0.700 +- 0.000 | 10 |" in text
     assert "| extract+both | 0.4 | 61.0% | 0.750 +- 0.071 | 0.550 +- 0.071 | 10 |" in text
-    assert "far: 10 clips" in text
+    assert "far: 10 clips; 2 seeds a row." in text
     doc = tmp_path / "RESULTS.md"
     doc.write_text(f"a\n{robustness.MARKERS[0]}\nold\n{robustness.MARKERS[1]}\nb\n")
     assert robustness.update_doc(doc, text)

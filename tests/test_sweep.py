@@ -89,3 +89,17 @@ def test_sweep_refit(tiny_whisper, tones, tmp_path):  # noqa: F811
     stamp = (out / "t=0.3" / "refit" / "metrics.json").stat().st_mtime_ns
     assert args.func(parser().parse_args(argv)) == 0  # finished: neither extraction nor refit rerun
     assert (out / "t=0.3" / "refit" / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_sweep_kd_shares_one_teacher(tiny_whisper, tones, tmp_path):  # noqa: F811
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--backbone", str(tiny_whisper), "--train", str(tones / "train"), "--valid",
+            str(tones / "valid"), "-t", "0.6", "0.3", "--steps", "3", "--batch-size", "6", "--eval-every", "3",
+            "--lr-gates", "0.3", "--warmup", "0", "--max-seconds", "1", "--kd", "1", "--quiet", "--no-latency",
+            "--out", str(out)]
+    args = parser().parse_args(argv)
+    assert args.func(args) == 0
+    assert (out / "teacher" / "metrics.json").is_file()
+    for t in ("0.6", "0.3"):
+        assert json.loads((out / f"t={t}" / "config.json").read_text())["teacher"] == str(out / "teacher")
+        assert not (out / f"t={t}" / "teacher").exists()

@@ -28,6 +28,10 @@ def sweep(backbone, train, valid, test, ts, cfg: ExtractConfig | None = None, ou
     cfg = cfg or ExtractConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.kd and not cfg.teacher:  # one probe for every setting (the teacher does not depend on t)
+        from .extract import train_teacher
+        cfg = replace(cfg, teacher=str(train_teacher(backbone, train, valid, cfg, out / "teacher", max_seconds,
+                                                     progress=progress)))
     results = []
     for t in ts:
         run = out / run_name(t)
