@@ -1,7 +1,8 @@
 """What the robustness options cost per training step: extraction, with --distill, with
---augment, with both.
+--augment, with both, with prediction distillation (--kd) from a probe.
 
-    .venv/bin/python benchmarks/robustness_cost.py --data results/data/kws-tts/manifest.jsonl
+    .venv/bin/python benchmarks/robustness_cost.py --data results/data/kws-tts/manifest.jsonl \
+        --teacher results/robustness/1-kws/probe/s0
 
 The same backbone (whisper-tiny.en, the backbone of `make robustness`), data, seed and batch for
 every variant, one thread; the variants' steps interleave in one process, in an order that
@@ -10,7 +11,7 @@ start of a run: the teacher forward costs most against the student), and 60% of 
 units frozen (the end of a run at t=0.4; frozen units are not computed, the teacher still
 computes them all). Timed separately: the batch (reading, decoding, augmentation; in a run it
 is prepared on a background thread while the previous step runs) and the step (forward,
-distillation teacher, backward, update). The distillation teacher is not cached here (every
+distillation teacher and the probe's head, backward, update). The distillation teacher is not cached here (every
 batch is new, as in a run's first epoch; later epochs of an unaugmented run hit its per-clip
 cache). Nothing else may run on the machine meanwhile. Writes
 benchmarks/results/robustness-cost-cpu-<date>.json.
@@ -26,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -33,7 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "python"), str(ROOT)]  # runs from a checkout
 
-from experiments.runner import OPTIONS  # noqa: E402
+from experiments.runner import OPTIONS, TEACHER_OPTIONS  # noqa: E402
 from subnet import load_backbone  # noqa: E402
 from subnet.families import family_of  # noqa: E402
 from subnet.training.extract import StepBatches, prepare_backbone  # noqa: E402
@@ -48,6 +50,8 @@ def main(argv=None) -> int:
     p.add_argument("--backbone", default="whisper-tiny.en")
     p.add_argument("--steps", type=int, default=15, help="timed steps per variant and state")
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--teacher", help="a probe of the backbone on 1-s clips of the same data (make robustness: "
+                   "results/robustness/1-kws/probe/s0): the --kd variants' teacher; without it they are left out")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -57,13 +61,17 @@ def main(argv=None) -> int:
                                   progress=False, min_seconds=fe.min_samples / fe.sample_rate)
     task = task_named("classify")
     labels = task.labels(ds)
-    variants = [m for m in OPTIONS]
+    variants = [m for m in OPTIONS if args.teacher or m not in TEACHER_OPTIONS]
+    if not args.teacher:
+        print(f"robustness_cost: no --teacher, leaving out {', '.join(TEACHER_OPTIONS)}")
     base = ExtractConfig(steps=10_000, batch_size=8, warmup=0.0, lam=0.0, seed=0)
     runs = {}
     scratch = tempfile.TemporaryDirectory()  # the trainers' output folder (nothing is saved there)
     for name in variants:
         cfg = ExtractConfig(**{**base.__dict__, **OPTIONS[name]})
-        ex = Extractor(copy.deepcopy(backbone), len(labels), cfg, Path(scratch.name))  # own hooks
+        if name in TEACHER_OPTIONS:
+            cfg = replace(cfg, teacher=args.teacher)
+        ex = Extractor(copy.deepcopy(backbone), len(labels), cfg, Path(scratch.name), labels=labels)  # own hooks
         ex.teacher_cache = None  # every teacher forward computed (a run's first epoch)
         runs[name] = (ex, StepBatches(ds, cfg.batch_size, task, labels, augment=cfg.augment))
     results = {}
@@ -95,7 +103,7 @@ def main(argv=None) -> int:
         kept = runs["extract"][0].masked.kept_fraction("params")
         print(f"{state} (kept parameters {100 * kept:.1f}%): median ms per step / per batch, step vs extract")
         for n, m in results[state].items():
-            print(f"  {n:18s} {1e3 * m['step']:7.1f}  {1e3 * m['batch']:6.1f}  {m['step_vs_extract']:.2f}x")
+            print(f"  {n:30s} {1e3 * m['step']:7.1f}  {1e3 * m['batch']:6.1f}  {m['step_vs_extract']:.2f}x")
     out = Path(args.out) / f"robustness-cost-cpu-{datetime.date.today()}.json"
     out.write_text(json.dumps({"backbone": args.backbone, "batch": 8, "clip_seconds": 1.0, "threads": 1,
                                "steps": args.steps, "warmup": args.warmup, "options": OPTIONS,
