@@ -229,3 +229,12 @@ def test_kd_without_a_teacher_trains_the_probe_first(tiny_whisper, tones, tmp_pa
     extract(str(tiny_whisper), tones / "train", tones / "valid", None, cfg, out, max_seconds=1.0, progress=False,
             measure_latency=False)
     assert (out / "teacher" / "metrics.json").stat().st_mtime_ns == first  # a finished teacher is reused
+
+    # a baseline on this extraction's units inherits its config but not its distillation (no gates to train)
+    from subnet.training.baselines import reference_config, refit
+    ref = reference_config(out)
+    assert ref.kd == 1.0
+    m = refit(str(tiny_whisper), out, tones / "train", tones / "valid", None, ref, out=tmp_path / "refit",
+              max_seconds=1.0, progress=False, measure_latency=False)
+    assert m["params"]["kept_fraction"] < 1.0
+    assert json.loads((tmp_path / "refit" / "config.json").read_text())["kd"] == 0.0
