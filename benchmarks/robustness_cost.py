@@ -11,9 +11,9 @@ start of a run: the teacher forward costs most against the student), and 60% of 
 units frozen (the end of a run at t=0.4; frozen units are not computed, the teacher still
 computes them all). Timed separately: the batch (reading, decoding, augmentation; in a run it
 is prepared on a background thread while the previous step runs) and the step (forward,
-distillation teacher and the probe's head, backward, update). The distillation teacher is not cached here (every
-batch is new, as in a run's first epoch; later epochs of an unaugmented run hit its per-clip
-cache). Nothing else may run on the machine meanwhile. Writes
+distillation teacher and the probe's head, backward, update). The distillation teacher is not
+cached here (every batch is new, as in a run's first epoch; later epochs of an unaugmented run
+hit its per-clip cache). Nothing else may run on the machine meanwhile. Writes
 benchmarks/results/robustness-cost-cpu-<date>.json.
 """
 from __future__ import annotations

@@ -118,8 +118,8 @@ def merge_rows(old: str, new: str) -> str:
         heading = section.splitlines()[0]
         kept[heading] = {k: line for line in section.splitlines() if (k := _row_key(line))}
     out = []
-    for i, section in enumerate(new.split("#### ")):
-        if i == 0:
+    for n, section in enumerate(new.split("#### ")):
+        if n == 0:  # what comes before the first table
             out.append(section)
             continue
         lines = section.splitlines(keepends=True)

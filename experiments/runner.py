@@ -125,6 +125,13 @@ class Protocol:
                              freeze_dead=self.freeze_dead, settle=self.settle, seed=seed)
 
 
+# options that distil the probe's predictions (--kd 1, temperature 2): the teacher is the probe of the same seed
+TEACHER_OPTIONS = {
+    "extract+kd": {"kd": 1.0},
+    "extract+kd+augment": {"kd": 1.0, "augment": DEFAULT_SPEC},
+    "extract+kd+all-layers+augment": {"kd": 1.0, "distill": 10.0, "distill_layers": "all", "distill_loss": "l1cos",
+                                      "augment": DEFAULT_SPEC},
+}
 # extraction methods: the ExtractConfig fields each changes from the protocol's extraction
 # (make robustness compares them; distillation weight 10 of the head-mix MSE, augmentation
 # data.augment's defaults)
@@ -136,15 +143,8 @@ OPTIONS = {
     # DPHuBERT's distance (L1 + cosine) on every hidden state, not only the head's mix, with augmentation
     "extract+all-layers+augment": {"distill": 10.0, "distill_layers": "all", "distill_loss": "l1cos",
                                    "augment": DEFAULT_SPEC},
+    **TEACHER_OPTIONS,
 }
-# options that distil the probe's predictions (--kd 1, temperature 2): the teacher is the probe of the same seed
-TEACHER_OPTIONS = {
-    "extract+kd": {"kd": 1.0},
-    "extract+kd+augment": {"kd": 1.0, "augment": DEFAULT_SPEC},
-    "extract+kd+all-layers+augment": {"kd": 1.0, "distill": 10.0, "distill_layers": "all", "distill_loss": "l1cos",
-                                      "augment": DEFAULT_SPEC},
-}
-OPTIONS.update(TEACHER_OPTIONS)
 SHIFTED_VALID = "extract+shifted-valid"  # the protocol's extraction, the best state chosen on exp.shifted_valid
 
 

@@ -9,8 +9,8 @@ from safetensors.torch import load_file
 
 import subnet
 from subnet.cli import parser
-from subnet.training.baselines import (gate_importance, random_init, random_keep, reference_info,
-                              top_keep)
+from subnet.core.artifact import read_info
+from subnet.training.baselines import gate_importance, random_init, random_keep, top_keep
 from subnet.training.loop import ExtractConfig
 
 STEPS = 12  # the reference extraction's steps (conftest.REFERENCE_STEPS)
@@ -95,7 +95,7 @@ def test_scratch_has_the_reference_architecture(tones, reference, tmp_path):  # 
 
 
 def test_helpers(tiny_whisper, reference):  # noqa: F811
-    info = reference_info(reference)
+    info = read_info(reference)
     keep = random_keep(info, seed=3)
     assert {n: int(k.sum()) for n, k in keep.items()} == {n: len(i) for n, i in info.keep.items()}
     assert top_keep({"g": torch.tensor([0.1, 0.9, 0.5, 0.7])}, {"g": 2})["g"].tolist() == [False, True, False, True]

@@ -9,7 +9,8 @@ import torch
 
 from subnet import load_backbone
 from subnet.training.encoder_cache import EncoderCache
-from subnet.training.baselines import importance, probe, random_keep, reference_info
+from subnet.core.artifact import read_info
+from subnet.training.baselines import importance, probe, random_keep
 from subnet.training.extract import prepare_backbone, setup_run
 from subnet.training.loop import ExtractConfig, run_loop
 
@@ -46,7 +47,7 @@ def test_changed_gates_are_never_served_stale_states(tiny_whisper, tones, refere
         full = ex.pipeline.encode(batch.waves, batch.lengths)
         assert all(torch.equal(a, b) for a, b in
                    zip(full, ex.pipeline.cache.states(ex.pipeline.encode, batch.waves, batch.lengths)))
-        ex.masked.set_keep(random_keep(reference_info(reference), seed=1))
+        ex.masked.set_keep(random_keep(read_info(reference), seed=1))
         pruned = ex.pipeline.cache.states(ex.pipeline.encode, batch.waves, batch.lengths)
         expect = ex.pipeline.encode(batch.waves, batch.lengths)
     assert not torch.allclose(pruned[-1], full[-1])

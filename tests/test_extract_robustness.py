@@ -163,10 +163,14 @@ def probe_of_tiny_whisper(tiny_whisper, tones, tmp_path_factory):
     return out
 
 
+def _tone_labels(tones) -> list[str]:
+    ds = AudioDataset.from_source(str(tones / "train"), sample_rate=16000, max_seconds=1.0, progress=False)
+    return task_named("classify").labels(ds)
+
+
 def _kd_extractor(tiny_whisper, tones, tmp_path, teacher, **kw) -> Extractor:
     from subnet.training.extract import prepare_backbone
-    ds = AudioDataset.from_source(str(tones / "train"), sample_rate=16000, max_seconds=1.0, progress=False)
-    labels = task_named("classify").labels(ds)
+    labels = _tone_labels(tones)
     cfg = ExtractConfig(steps=4, batch_size=4, eval_every=2, teacher=str(teacher), **kw)
     backbone = prepare_backbone(subnet.load_backbone(str(tiny_whisper)), 1.0)
     return Extractor(backbone, len(labels), cfg, tmp_path, labels=labels)
@@ -204,8 +208,7 @@ def test_kd_bad_teachers_fail_before_training(tiny_whisper, tones, tmp_path, pro
         _kd_extractor(tiny_whisper, tones, tmp_path, tmp_path, kd=1.0)  # no artifact there
     # another clip length: Whisper's positional table differs, so do the base weights
     from subnet.training.extract import prepare_backbone
-    ds = AudioDataset.from_source(str(tones / "train"), sample_rate=16000, max_seconds=1.0, progress=False)
-    labels = task_named("classify").labels(ds)
+    labels = _tone_labels(tones)
     cfg = ExtractConfig(steps=4, batch_size=4, teacher=str(probe_of_tiny_whisper), kd=1.0)
     shorter = prepare_backbone(subnet.load_backbone(str(tiny_whisper)), 0.5)
     with pytest.raises(ValueError, match="other base weights"):

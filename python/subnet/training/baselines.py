@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..core.artifact import read_info
 from ..core.compact import compact
 from ..core.gates import MaskedModel
 from .loop import ExtractConfig, Extractor, run_loop
@@ -36,12 +37,6 @@ METHODS = ("probe", "scratch", "random", "refit", "importance")
 
 
 # --- reference artifact ---------------------------------------------------------------------
-def reference_info(artifact):
-    """The CompactInfo (family, base architecture, kept indices) of an artifact, no weights read."""
-    from ..core.artifact import read_info
-    return read_info(artifact)
-
-
 def reference_config(artifact) -> ExtractConfig:
     """The ExtractConfig the artifact was trained with (its config.json), else the defaults."""
     file = Path(artifact) / "config.json"
@@ -221,7 +216,7 @@ def refit_extraction(backbone, extraction, train, valid, test=None, seed: int | 
 
 def _fixed_units(method, backbone, artifact, train, valid, test, cfg, out, max_seconds, progress,
                  measure_latency) -> dict:
-    info = reference_info(artifact)
+    info = read_info(artifact)
     cfg = _fixed(cfg or reference_config(artifact), info)
     bb = _prepared(backbone, max_seconds, cfg.layer)
     _check_base(bb, info, artifact)
@@ -239,7 +234,7 @@ def importance(backbone, artifact, train, valid, test=None, cfg: ExtractConfig |
     """Head trained on the full encoder for the first `prune_at` of the steps; gate gradients
     summed over `score_batches` training batches; each group pruned to the artifact's count by
     |sum dL/dg|; the head trained on for the remaining steps."""
-    info = reference_info(artifact)
+    info = read_info(artifact)
     cfg = _fixed(cfg or reference_config(artifact), info)
     bb = _prepared(backbone, max_seconds, cfg.layer)
     _check_base(bb, info, artifact)
@@ -268,7 +263,7 @@ def scratch(artifact, train, valid, test=None, cfg: ExtractConfig | None = None,
     model costs; the saved artifact describes it like any extraction's (same kept units)."""
     from .. import attach_masks
     from ..families import family_named
-    info = reference_info(artifact)
+    info = read_info(artifact)
     base_cfg = _fixed(cfg or reference_config(artifact), info)
     cfg = replace(base_cfg, steps=max(1, int(round(base_cfg.steps * steps_factor))))
     torch.manual_seed(cfg.seed)
