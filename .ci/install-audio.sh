@@ -5,7 +5,7 @@
 #   .ci/install-audio.sh          speech synthesis, soundfonts, Asterisk prompts (~250 MB)
 #   .ci/install-audio.sh --list   print the package list and exit
 #
-# recipes: kws-tts, asr-tts (espeak-ng flite festival festvox-*), digits-real
+# recipes: kws-tts, asr-tts (espeak-ng flite festival festvox-*), digits-real, prompts-real
 # (asterisk-core-sounds-*-wav), instruments, pitch, tagging (fluidsynth + soundfonts)
 set -euo pipefail
 

@@ -1,8 +1,9 @@
 """What the robustness options cost per training step: extraction, with --distill, with
---augment, with both, with prediction distillation (--kd) from a probe.
+--augment, with both, with prediction distillation (--kd) from a probe, with a clean-input
+teacher, with distillation on clips without labels (--unlabeled).
 
     .venv/bin/python benchmarks/robustness_cost.py --data results/data/kws-tts/manifest.jsonl \
-        --teacher results/robustness/1-kws/probe/s0
+        --teacher results/robustness/1-kws/probe/s0 --unlabeled results/data/prompts-real/manifest.jsonl
 
 The same backbone (whisper-tiny.en, the backbone of `make robustness`), data, seed and batch for
 every variant, one thread; the variants' steps interleave in one process, in an order that
@@ -12,8 +13,9 @@ units frozen (the end of a run at t=0.4; frozen units are not computed, the teac
 computes them all). Timed separately: the batch (reading, decoding, augmentation; in a run it
 is prepared on a background thread while the previous step runs) and the step (forward,
 distillation teacher and the probe's head, backward, update). The distillation teacher is not
-cached here (every batch is new, as in a run's first epoch; later epochs of an unaugmented run
-hit its per-clip cache). Nothing else may run on the machine meanwhile. Writes
+cached here (every batch is new, as in a run's first epoch; later epochs of an unaugmented run,
+of a clean-input teacher's and of the unlabeled clips hit its per-clip cache). Nothing else may
+run on the machine meanwhile. Writes
 benchmarks/results/robustness-cost-cpu-<date>.json.
 """
 from __future__ import annotations
@@ -35,10 +37,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "python"), str(ROOT)]  # runs from a checkout
 
-from experiments.runner import OPTIONS, TEACHER_OPTIONS  # noqa: E402
+from experiments.runner import EXPERIMENT_UNLABELED, OPTIONS, TEACHER_OPTIONS  # noqa: E402
 from subnet import load_backbone  # noqa: E402
 from subnet.families import family_of  # noqa: E402
-from subnet.training.extract import StepBatches, prepare_backbone  # noqa: E402
+from subnet.training.extract import EpochBatches, StepBatches, prepare_backbone  # noqa: E402
 from subnet.training.loop import ExtractConfig, Extractor  # noqa: E402
 from subnet.data.dataset import AudioDataset  # noqa: E402
 from subnet.training.tasks import task_named  # noqa: E402
@@ -52,6 +54,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--teacher", help="a probe of the backbone on 1-s clips of the same data (make robustness: "
                    "results/robustness/1-kws/probe/s0): the --kd variants' teacher; without it they are left out")
+    p.add_argument("--unlabeled", help="clips without labels (make robustness: results/data/prompts-real/"
+                   "manifest.jsonl): the +unlabeled variants' clips; without it they are left out")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -61,9 +65,18 @@ def main(argv=None) -> int:
                                   progress=False, min_seconds=fe.min_samples / fe.sample_rate)
     task = task_named("classify")
     labels = task.labels(ds)
-    variants = [m for m in OPTIONS if args.teacher or m not in TEACHER_OPTIONS]
+    needs_clips = [m for m, o in OPTIONS.items() if o.get("unlabeled")]
+    variants = [m for m in OPTIONS if (args.teacher or m not in TEACHER_OPTIONS)
+                and (args.unlabeled or m not in needs_clips)]
     if not args.teacher:
         print(f"robustness_cost: no --teacher, leaving out {', '.join(TEACHER_OPTIONS)}")
+    if not args.unlabeled:
+        print(f"robustness_cost: no --unlabeled, leaving out {', '.join(needs_clips)}")
+    unlabeled = None
+    if args.unlabeled:
+        u_ds = AudioDataset.from_source(args.unlabeled, sample_rate=fe.sample_rate, max_seconds=1.0, progress=False,
+                                        min_seconds=fe.min_samples / fe.sample_rate)
+        unlabeled = EpochBatches(u_ds, 8)
     base = ExtractConfig(steps=10_000, batch_size=8, warmup=0.0, lam=0.0, seed=0)
     runs = {}
     scratch = tempfile.TemporaryDirectory()  # the trainers' output folder (nothing is saved there)
@@ -71,9 +84,13 @@ def main(argv=None) -> int:
         cfg = ExtractConfig(**{**base.__dict__, **OPTIONS[name]})
         if name in TEACHER_OPTIONS:
             cfg = replace(cfg, teacher=args.teacher)
+        if cfg.unlabeled == EXPERIMENT_UNLABELED:
+            cfg = replace(cfg, unlabeled=args.unlabeled)
         ex = Extractor(copy.deepcopy(backbone), len(labels), cfg, Path(scratch.name), labels=labels)  # own hooks
-        ex.teacher_cache = None  # every teacher forward computed (a run's first epoch)
-        runs[name] = (ex, StepBatches(ds, cfg.batch_size, task, labels, augment=cfg.augment))
+        ex.teacher_cache = ex.unlabeled_cache = None  # every teacher forward computed (a run's first epoch)
+        runs[name] = (ex, StepBatches(ds, cfg.batch_size, task, labels, augment=cfg.augment,
+                                      clean_teacher=cfg.teacher_input == "clean",
+                                      unlabeled=unlabeled if cfg.unlabeled else None))
     results = {}
     for state in ("all units", "about 60% removed, frozen"):
         if state != "all units":

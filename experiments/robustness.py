@@ -10,7 +10,7 @@ runs, whose reports would otherwise take these in), the data is shared (OUT/data
 time, one thread each; a finished run is kept, an unfinished one resumes. The table goes into
 docs/RESULTS.md between <!-- robustness --> and <!-- /robustness -->.
 
-`--long` asks whether longer training closes the gap: probes and five methods at t = 0.4 with
+`--long` asks whether longer training closes the gap: the probes and LONG_METHODS at t = 0.4 with
 4x the steps, under OUT/robustness-4x, into the doc's <!-- robustness-4x --> table.
 """
 from __future__ import annotations
@@ -25,24 +25,33 @@ from .runner import (EXPERIMENTS, OPTIONS, SHIFTED_VALID, TEACHER_OPTIONS, Job, 
                      run_jobs)
 
 TARGETS = (0.6, 0.4)
-LATER = ("extract+all-layers+augment", *TEACHER_OPTIONS)  # planned after the first table's runs
-METHODS = ("probe", *OPTIONS, SHIFTED_VALID)
+UNLABELED = tuple(m for m, o in OPTIONS.items() if o.get("unlabeled"))  # only for experiments with unlabeled clips
+LONG_ONLY = ("extract+kd+augment+clean-teacher", "extract+all-layers+augment+clean-teacher", *UNLABELED)  # (--long only)
+LATER = ("extract+all-layers+augment", *(m for m in TEACHER_OPTIONS if m not in LONG_ONLY))  # planned after the others
+# the references: the probe, and the probe trained on augmented clips (what augmentation alone gives the full encoder)
+PROBES = ("probe", "probe+augment")
+METHODS = (*PROBES, *OPTIONS, SHIFTED_VALID)
 MARKERS = ("<!-- robustness -->", "<!-- /robustness -->")
 # --long: does training longer close the gap? every run, the probes too, with LONG x the protocol's
 # steps (and validations), at the size the goal is about (t = 0.4: about 60% removed)
 LONG = 4
 LONG_TARGET = 0.4
 LONG_METHODS = ("extract", "extract+kd+augment", "extract+kd+all-layers+augment", "extract+kd",
-                "extract+all-layers+augment")
-LONG_MARKERS = ("<!-- robustness-4x -->", "<!-- /robustness-4x -->")
+                "extract+all-layers+augment", *LONG_ONLY)
+
+
+def long_markers(factor: int) -> tuple[str, str]:
+    """Where the table of the runs with `factor` x the steps goes in the doc."""
+    return f"<!-- robustness-{factor}x -->", f"<!-- /robustness-{factor}x -->"
 
 
 def plan(experiments, protocol: Protocol) -> list[Job]:
     jobs = []
     for exp in experiments:
         for seed in protocol.seeds:
-            jobs.append(Job("probe", exp.name, seed))
-            jobs += [Job(method, exp.name, seed, t) for t in TARGETS for method in OPTIONS if method not in LATER]
+            jobs += [Job(p, exp.name, seed) for p in PROBES]
+            jobs += [Job(method, exp.name, seed, t) for t in TARGETS for method in OPTIONS
+                     if method not in LATER and method not in LONG_ONLY]
     for exp in experiments:  # (after the others: later questions)
         jobs += [Job(method, exp.name, seed, t, _teacher(method, exp.name, seed))
                  for method in LATER for seed in protocol.seeds for t in TARGETS]
@@ -56,8 +65,9 @@ def plan_long(experiments, protocol: Protocol) -> list[Job]:
     jobs = []
     for exp in experiments:
         for seed in protocol.seeds:
-            jobs.append(Job("probe", exp.name, seed))
-            jobs += [Job(m, exp.name, seed, LONG_TARGET, _teacher(m, exp.name, seed)) for m in LONG_METHODS]
+            jobs += [Job(p, exp.name, seed) for p in PROBES]
+            jobs += [Job(m, exp.name, seed, LONG_TARGET, _teacher(m, exp.name, seed)) for m in LONG_METHODS
+                     if exp.unlabeled or m not in UNLABELED]
     return jobs
 
 
@@ -81,7 +91,7 @@ def table(exp, runs: list[dict]) -> str:
     head = ("| method | t | removed | " + " | ".join(sets) + " | train s |", "|---" * (len(sets) + 4) + "|")
     rows, counts = [], set()
     for method in METHODS:
-        for t in (None,) if method == "probe" else TARGETS:
+        for t in (None,) if method in PROBES else TARGETS:
             ms = [m for m in runs if m.get("method") == method and (t is None or m.get("t") == t)]
             if not ms:
                 continue
@@ -158,22 +168,25 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", help="override the seeds (default 0 1 2)")
     p.add_argument("--table-only", action="store_true", help="train nothing: write the table from the runs there are")
     p.add_argument("--methods", nargs="+", choices=METHODS[1:], metavar="METHOD",
-                   help="run only these methods (and the probes, their reference); the doc keeps the other "
-                        f"methods' rows as they are. Methods: {', '.join(METHODS[1:])}")
-    p.add_argument("--long", action="store_true",
-                   help=f"instead: every run (probes too) with {LONG}x the steps, at t={LONG_TARGET:g}, methods "
-                        f"{', '.join(LONG_METHODS)}; runs under OUT/robustness-{LONG}x, the doc's second table")
+                   help="run only these methods (and the probe, their reference and teacher); the doc keeps the "
+                        f"other methods' rows as they are. Methods: {', '.join(METHODS[1:])}")
+    p.add_argument("--long", nargs="?", type=int, const=LONG, metavar="N",
+                   help=f"instead: every run (probes too) with N x the steps (default {LONG}), at t={LONG_TARGET:g}, "
+                        f"methods {', '.join(LONG_METHODS)}; runs under OUT/robustness-Nx, into the doc's table "
+                        "between <!-- robustness-Nx --> and <!-- /robustness-Nx -->")
     args = p.parse_args(argv)
     exps = [e for e in EXPERIMENTS if e.extra_tests]
     protocol = Protocol() if not args.seeds else Protocol(seeds=tuple(args.seeds))
     root, data_root, markers = Path(args.out) / "robustness", Path(args.out) / "data", MARKERS
     jobs = plan(exps, protocol)
     if args.long:
-        protocol = replace(protocol, steps=LONG * protocol.steps, eval_every=LONG * protocol.eval_every)
-        root, markers = Path(args.out) / f"robustness-{LONG}x", LONG_MARKERS
+        if args.long < 1:
+            p.error(f"--long N: N is a number of times the protocol's steps, >= 1, not {args.long}")
+        protocol = replace(protocol, steps=args.long * protocol.steps, eval_every=args.long * protocol.eval_every)
+        root, markers = Path(args.out) / f"robustness-{args.long}x", long_markers(args.long)
         jobs = plan_long(exps, protocol)
     if args.methods:
-        jobs = [j for j in jobs if j.method == "probe" or j.method in args.methods]
+        jobs = [j for j in jobs if j.method == "probe" or j.method in args.methods]  # (the probe: teacher and reference)
     if not args.table_only:
         prepare_data(exps, data_root, protocol.data_size)
         run_jobs(jobs, root, data_root, protocol, exps, args.workers)
@@ -181,6 +194,8 @@ def main(argv=None) -> int:
     print(text)
     if update_doc(Path(args.doc), text, keep_other_rows=bool(args.methods), markers=markers):
         print(f"robustness: {args.doc} updated")
+    else:
+        print(f"robustness: {args.doc} has no {markers[0]} ... {markers[1]} section: the table is printed only")
     return 0
 
 

@@ -74,6 +74,7 @@ class Experiment:
     max_seconds: float = 1.0
     extra_tests: tuple = ()  # ExtraSets, each reported beside the recipe's test split
     shifted_valid: ExtraSet | None = None  # a validation set from another domain (method extract+shifted-valid)
+    unlabeled: str | None = None  # a recipe of clips without labels from the shifted domain (methods +unlabeled)
 
 
 EXPERIMENTS = (
@@ -83,7 +84,8 @@ EXPERIMENTS = (
                             ExtraSet("unseen voices, telephone band + noise + reverb", "kws-tts", "test",
                                     degrade=(("band", "telephone"), *ROOM_NOISE))),
                shifted_valid=ExtraSet("validation voices, telephone band + noise + reverb", "kws-tts", "valid",
-                                      degrade=(("band", "telephone"), *ROOM_NOISE), seed=1)),
+                                      degrade=(("band", "telephone"), *ROOM_NOISE), seed=1),
+               unlabeled="prompts-real"),
     Experiment("2-instruments", "instrument family: train FluidR3, test TimGM6mb", "whisper-tiny.en",
                "instruments",
                extra_tests=(ExtraSet("FluidR3, other pitches (in-domain; the validation split)", "instruments", "valid"),
@@ -125,12 +127,19 @@ class Protocol:
                              freeze_dead=self.freeze_dead, settle=self.settle, seed=seed)
 
 
+_ALL_LAYERS = {"distill": 10.0, "distill_layers": "all", "distill_loss": "l1cos"}
+_CLEAN = {"teacher_input": "clean"}  # the teacher hears each clip before the room, channel, noise and gain
+EXPERIMENT_UNLABELED = "<the experiment's unlabeled clips>"  # run_job puts Experiment.unlabeled's manifest here
+_UNLABELED = {"unlabeled": EXPERIMENT_UNLABELED}
 # options that distil the probe's predictions (--kd 1, temperature 2): the teacher is the probe of the same seed
 TEACHER_OPTIONS = {
     "extract+kd": {"kd": 1.0},
     "extract+kd+augment": {"kd": 1.0, "augment": DEFAULT_SPEC},
-    "extract+kd+all-layers+augment": {"kd": 1.0, "distill": 10.0, "distill_layers": "all", "distill_loss": "l1cos",
-                                      "augment": DEFAULT_SPEC},
+    "extract+kd+all-layers+augment": {"kd": 1.0, **_ALL_LAYERS, "augment": DEFAULT_SPEC},
+    "extract+kd+augment+clean-teacher": {"kd": 1.0, "augment": DEFAULT_SPEC, **_CLEAN},
+    # the same options, each step also distilling on a batch of clips without labels from the shifted domain
+    "extract+kd+augment+unlabeled": {"kd": 1.0, "augment": DEFAULT_SPEC, **_UNLABELED},
+    "extract+kd+all-layers+augment+unlabeled": {"kd": 1.0, **_ALL_LAYERS, "augment": DEFAULT_SPEC, **_UNLABELED},
 }
 # extraction methods: the ExtractConfig fields each changes from the protocol's extraction
 # (make robustness compares them; distillation weight 10 of the head-mix MSE, augmentation
@@ -141,8 +150,9 @@ OPTIONS = {
     "extract+augment": {"augment": DEFAULT_SPEC},
     "extract+both": {"distill": 10.0, "augment": DEFAULT_SPEC},
     # DPHuBERT's distance (L1 + cosine) on every hidden state, not only the head's mix, with augmentation
-    "extract+all-layers+augment": {"distill": 10.0, "distill_layers": "all", "distill_loss": "l1cos",
-                                   "augment": DEFAULT_SPEC},
+    "extract+all-layers+augment": {**_ALL_LAYERS, "augment": DEFAULT_SPEC},
+    # the same, the full encoder's states taken on the clean clips (RobustDistiller's denoising distillation)
+    "extract+all-layers+augment+clean-teacher": {**_ALL_LAYERS, "augment": DEFAULT_SPEC, **_CLEAN},
     **TEACHER_OPTIONS,
 }
 SHIFTED_VALID = "extract+shifted-valid"  # the protocol's extraction, the best state chosen on exp.shifted_valid
@@ -150,7 +160,7 @@ SHIFTED_VALID = "extract+shifted-valid"  # the protocol's extraction, the best s
 
 @dataclass(frozen=True)
 class Job:
-    method: str  # extract | probe | probe-4x | random | refit | importance | scratch | scratch-4x
+    method: str  # extract[+options] | probe | probe-4x | probe+augment | random | refit | importance | scratch | scratch-4x
     exp: str
     seed: int
     t: float | None = None
@@ -190,7 +200,8 @@ def prepare_data(experiments, data_root: Path, size: str = "small") -> None:
     """Build every recipe the experiments need (skipped when present), and the filtered
     manifests of the extra test sets."""
     from subnet.data.recipes.registry import build_recipe
-    needed = {e.recipe for e in experiments} | {x.recipe for e in experiments for x in e.extra_tests}
+    needed = ({e.recipe for e in experiments} | {x.recipe for e in experiments for x in e.extra_tests}
+              | {e.unlabeled for e in experiments if e.unlabeled})
     for recipe in sorted(needed):
         if not (data_root / recipe / "manifest.jsonl").is_file():
             print(f"results: building dataset {recipe} ({size}) under {data_root / recipe}", flush=True)
@@ -253,11 +264,16 @@ def run_job(job: Job, root: str, data_root: str, protocol: Protocol, experiments
         cfg = replace(cfg, **OPTIONS.get(job.method, {}))
         if job.method in TEACHER_OPTIONS:
             cfg = replace(cfg, teacher=str(Job("probe", exp.name, job.seed).out(root)))
+        if cfg.unlabeled == EXPERIMENT_UNLABELED:
+            if not exp.unlabeled:
+                raise ValueError(f"{job.label()}: experiment {exp.name} has no unlabeled clips")
+            cfg = replace(cfg, unlabeled=str(data_root / exp.unlabeled / "manifest.jsonl"))
         m = extract_setting(exp.backbone, *data, cfg, out, **common)
         m["method"] = job.method
     elif job.method.startswith("probe"):
         factor = 4 if job.method == "probe-4x" else 1
-        m = baselines.probe(exp.backbone, *data, replace(cfg, steps=factor * cfg.steps,
+        augment = DEFAULT_SPEC if job.method == "probe+augment" else ""
+        m = baselines.probe(exp.backbone, *data, replace(cfg, steps=factor * cfg.steps, augment=augment,
                                                          eval_every=factor * cfg.eval_every), out=out, **common)
         m["method"] = job.method
     else:

@@ -175,3 +175,18 @@ def test_tidy_and_writer_safety(tmp_path):
     with pytest.raises(FileExistsError, match="not a recipe output"):
         DatasetWriter(tmp_path / "mine", "kws-tts", 0, "tiny", overwrite=True)
     assert (tmp_path / "mine" / "thesis.tex").exists()
+
+
+def test_prompts_real_are_the_prompts_without_the_digits(tmp_path):
+    from subnet.data.recipes import prompts_real
+    m = build("prompts-real", tmp_path / "p", size="tiny")
+    rows = check_rows(m, "label")
+    assert len(rows) == prompts_real.TINY and {r["split"] for r in rows} == {"train"}
+    assert not any("digits" in Path(r["path"]).parts for r in rows)  # the keyword test clips stay unseen
+    assert len({r["label"] for r in rows}) == len(rows)  # a label names its prompt
+    full = prompts_real.prompt_files()
+    assert len(full) > 400 and not any(f.parent.name in ("digits", "silence") for f in full)
+    ds = load_dataset(m, progress=False)
+    assert ds.checked.rates[0] == 8000
+    with pytest.raises(ToolMissing, match="asterisk-core-sounds-en-wav"):
+        prompts_real.build(DatasetWriter(tmp_path / "o", "prompts-real", 0, "tiny"), 0, "tiny", False, root=tmp_path)

@@ -89,3 +89,25 @@ def test_padding_width_is_ignored_only_for_fixed_length_front_ends():
     assert len(calls) == 1 and torch.equal(a[0], b[0])
     cache.states(encode, wide, n, width_matters=True)  # another width is another input
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("width_matters", [False, True])
+def test_a_batch_with_some_clips_cached_encodes_only_the_others(width_matters):
+    calls = []
+
+    def encode(waves, lengths):  # per-clip states that depend on the samples only
+        calls.append(len(waves))
+        return waves.cumsum(1), 2 * waves
+
+    gen = torch.Generator().manual_seed(0)
+    a, b, c = (torch.randn(1, 50, generator=gen) for _ in range(3))
+    lengths = torch.tensor([50, 50])
+    cache = EncoderCache(lambda: b"s")
+    cache.states(encode, torch.cat([a, b]), lengths, width_matters)
+    got = cache.states(encode, torch.cat([c, a]), lengths, width_matters)
+    want = encode(torch.cat([c, a]), lengths)
+    assert all(torch.equal(g, w) for g, w in zip(got, want))
+    assert cache.hits == 1 and cache.misses == 3
+    # a fixed-length front end: the cached clip is not encoded again; else the batch is (its width is in the key)
+    assert calls[:2] == [2, (2 if width_matters else 1)]
+    assert len(cache.store) == 3

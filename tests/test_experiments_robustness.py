@@ -60,11 +60,12 @@ def test_plan_and_table(tmp_path):
     exp = Experiment("toy", "a toy", "bb", "toy", extra_tests=(ExtraSet("far", "toy", "test"),),
                      shifted_valid=ExtraSet("far valid", "toy", "valid"))
     jobs = robustness.plan([exp], Protocol(seeds=(0, 1)))
-    assert len(jobs) == 2 * (1 + len(robustness.TARGETS) * (len(robustness.OPTIONS) + 1))
-    assert {j.method for j in jobs} == {"probe", *robustness.OPTIONS, "extract+shifted-valid"}
+    methods = [m for m in robustness.OPTIONS if m not in robustness.LONG_ONLY]
+    assert len(jobs) == 2 * (len(robustness.PROBES) + len(robustness.TARGETS) * (len(methods) + 1))
+    assert {j.method for j in jobs} == {"probe", "probe+augment", *methods, "extract+shifted-valid"}
     # a run distilling the probe's predictions waits for the probe of its seed, its teacher
     kd = [j for j in jobs if j.method in robustness.TEACHER_OPTIONS]
-    assert len(kd) == 2 * len(robustness.TARGETS) * len(robustness.TEACHER_OPTIONS)
+    assert len(kd) == 2 * len(robustness.TARGETS) * len([m for m in methods if m in robustness.TEACHER_OPTIONS])
     assert all(j.deps == (Job("probe", "toy", j.seed),) for j in kd)
     assert all(j.deps == () for j in jobs if j.method not in robustness.TEACHER_OPTIONS)
     runs = []
@@ -91,14 +92,21 @@ def test_plan_and_table(tmp_path):
     assert "| extract+kd | 0.4 | 61.0% | 0.500 +- 0.000 | 0.550 +- 0.071 | 10 |" in merged
     assert "| probe | - | 0.0% | 0.500 +- 0.000 | 0.700 +- 0.000 | 10 |" in merged
     rows = [line.split("|")[1].strip() for line in merged.splitlines() if line.startswith("| ") and "method" not in line]
-    assert rows == [m for m in robustness.METHODS for _ in ((0,) if m == "probe" else robustness.TARGETS)]
+    assert rows == [m for m in robustness.METHODS if m not in robustness.LONG_ONLY
+                    for _ in ((0,) if m in robustness.PROBES else robustness.TARGETS)]
     assert merged.count(robustness.MARKERS[0]) == 1 and merged.endswith("b\n")
 
 
 def test_long_plan():
     exp = Experiment("toy", "a toy", "bb", "toy", extra_tests=(ExtraSet("far", "toy", "test"),))
     jobs = robustness.plan_long([exp], Protocol(seeds=(0, 1)))
-    assert [j.method for j in jobs if j.seed == 0] == ["probe", *robustness.LONG_METHODS]
-    assert all(j.t == robustness.LONG_TARGET for j in jobs if j.method != "probe")
+    no_unlabeled = [m for m in robustness.LONG_METHODS if m not in robustness.UNLABELED]
+    assert [j.method for j in jobs if j.seed == 0] == ["probe", "probe+augment", *no_unlabeled]
+    # methods that distil on clips without labels: only for an experiment that has some
+    assert robustness.UNLABELED and set(robustness.UNLABELED) <= set(robustness.LONG_METHODS)
+    with_clips = Experiment("toy", "a toy", "bb", "toy", extra_tests=exp.extra_tests, unlabeled="clips")
+    assert [j.method for j in robustness.plan_long([with_clips], Protocol(seeds=(0,)))] == [
+        "probe", "probe+augment", *robustness.LONG_METHODS]
+    assert all(j.t == robustness.LONG_TARGET for j in jobs if j.method not in robustness.PROBES)
     assert all(j.deps == ((Job("probe", "toy", j.seed),) if j.method in robustness.TEACHER_OPTIONS else ())
                for j in jobs)

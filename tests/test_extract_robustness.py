@@ -241,3 +241,137 @@ def test_kd_without_a_teacher_trains_the_probe_first(tiny_whisper, tones, tmp_pa
               max_seconds=1.0, progress=False, measure_latency=False)
     assert m["params"]["kept_fraction"] < 1.0
     assert json.loads((tmp_path / "refit" / "config.json").read_text())["kd"] == 0.0
+
+
+# --- a clean-input teacher (--teacher-input clean) ---------------------------------------------
+def _clean_batches(tones, augment: str) -> StepBatches:
+    ds = AudioDataset.from_source(str(tones / "train"), sample_rate=16000, max_seconds=1.0, train=True, seed=3,
+                                  progress=False)
+    task = task_named("classify")
+    return StepBatches(ds, 4, task, task.labels(ds), augment=augment, clean_teacher=True)
+
+
+def test_a_clean_teacher_hears_the_clip_before_room_channel_and_noise(tones):
+    plain, spec = _batches(tones, ""), "speed=1,factor=0.9:0.95,noise=1,snr=0:5,reverb=1"
+    noisy, clean, speed_only = _batches(tones, spec), _clean_batches(tones, spec), _batches(tones, "speed=1,factor=0.9:0.95")
+    for step in (0, 3):
+        b = clean(step)
+        assert torch.equal(b.waves, noisy(step).waves)  # the student's clips are drawn as without it
+        assert b.teacher_waves.shape == b.waves.shape and not torch.allclose(b.teacher_waves, b.waves, atol=1e-3)
+        assert not torch.equal(b.lengths, plain(step).lengths)  # slowed down: longer, for both of them
+        # the teacher's clips: the same speed change (the same draws), no reverb and no noise
+        torch.testing.assert_close(b.teacher_waves, speed_only(step).waves, rtol=0, atol=1e-6)
+    # noise alone: the teacher hears exactly the clips as read
+    b = _clean_batches(tones, "noise=1,snr=0:5")(2)
+    assert torch.equal(b.teacher_waves, plain(2).waves)
+    assert _batches(tones, "noise=1")(2).teacher_waves is None  # (the teacher hears the student's clips)
+
+
+def test_a_clean_teacher_distils_the_full_encoder_on_the_clean_clips(tiny_whisper, tones, tmp_path):
+    batch = _clean_batches(tones, "noise=1,snr=0:5")(0)
+    ex = _extractor(tiny_whisper, tmp_path, distill=1.0, augment="noise=1,snr=0:5", teacher_input="clean")
+    with torch.no_grad():
+        want = ex.pipeline.teacher_states(batch.teacher_waves, batch.lengths)
+        noisy = ex.pipeline.teacher_states(batch.waves, batch.lengths)
+        got = ex._teacher_states(batch)
+        assert ex.teacher_cache.misses == 4 and ex.teacher_cache.hits == 0
+        again = ex._teacher_states(batch)  # the clean clips are the same every epoch: cached
+        assert ex.teacher_cache.hits == 4
+    for g, a, w, n in zip(got, again, want, noisy):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+        assert torch.equal(g, a)
+    assert not torch.allclose(got[-1], noisy[-1], atol=1e-3)
+    # the same batch with the teacher hearing the noisy clips: another distillation loss
+    with torch.no_grad():
+        for m in ex.masked.logits:
+            m[::2] = -0.5
+    same = _extractor(tiny_whisper, tmp_path / "same", distill=1.0, augment="noise=1,snr=0:5")
+    with torch.no_grad():
+        for m in same.masked.logits:
+            m[::2] = -0.5
+    assert same.teacher_cache is None  # (augmented input is new every step)
+    rec_clean, rec_same = ex.step(batch), same.step(batch)
+    assert rec_clean["distill"] > 0 and rec_clean["distill"] != pytest.approx(rec_same["distill"], rel=1e-3)
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"distill": 1.0, "teacher_input": "clean"}, "needs augment"),  # nothing to take it from
+    ({"augment": "noise=1", "teacher_input": "clean"}, "needs augment and distill or kd"),  # no teacher
+    ({"distill": 1.0, "augment": "noise=1", "teacher_input": "quiet"}, "teacher_input must be one of"),
+])
+def test_bad_teacher_inputs_fail_before_training(tiny_whisper, tmp_path, kw, words):
+    with pytest.raises(ValueError, match=words):
+        _extractor(tiny_whisper, tmp_path, **kw)
+
+
+def test_kd_with_a_clean_teacher_trains_end_to_end(tiny_whisper, tones, tmp_path, probe_of_tiny_whisper):
+    cfg = ExtractConfig(steps=4, batch_size=6, eval_every=2, t=0.5, lr_gates=0.3, warmup=0.0, kd=1.0,
+                        teacher=str(probe_of_tiny_whisper), augment="noise=1,snr=0:5", teacher_input="clean")
+    out = tmp_path / "run"
+    m = extract(str(tiny_whisper), tones / "train", tones / "valid", None, cfg, out, max_seconds=1.0,
+                progress=False, measure_latency=False)
+    assert 0 <= m["compact"] <= 1
+    assert json.loads((out / "config.json").read_text())["teacher_input"] == "clean"
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 4 and all(r["kd"] > 0 for r in log)
+    # a baseline on its units drops the teacher's input with the distillation (nothing to distil)
+    from subnet.training.baselines import reference_config, refit
+    refit(str(tiny_whisper), out, tones / "train", tones / "valid", None, reference_config(out),
+          out=tmp_path / "refit", max_seconds=1.0, progress=False, measure_latency=False)
+    assert json.loads((tmp_path / "refit" / "config.json").read_text())["teacher_input"] == "same"
+
+
+# --- distillation on clips without labels (--unlabeled) ------------------------------------------
+def test_unlabeled_clips_enter_the_distillation_losses(tiny_whisper, tones, tmp_path):
+    from subnet.training.extract import EpochBatches
+    u_ds = AudioDataset.from_source(str(tones / "valid"), sample_rate=16000, max_seconds=1.0, progress=False)
+    unlabeled = EpochBatches(u_ds, 4)
+    ds = AudioDataset.from_source(str(tones / "train"), sample_rate=16000, max_seconds=1.0, train=True, seed=3,
+                                  progress=False)
+    task = task_named("classify")
+    batch = StepBatches(ds, 4, task, task.labels(ds), unlabeled=unlabeled)(0)
+    assert torch.equal(batch.unlabeled[0], unlabeled.raw(0)["waves"])
+    assert torch.equal(batch.waves, _batches(tones, "")(0).waves)  # the labelled stream is unchanged
+    grads, recs = {}, {}
+    for name in ("without", "with"):
+        ex = _extractor(tiny_whisper, tmp_path / name, distill=2.0, lr_gates=0.0, lr_head=0.0,
+                        unlabeled=str(tones / "valid") if name == "with" else "")
+        with torch.no_grad():
+            for m in ex.masked.logits:
+                m[::2] = -0.5  # every other unit off, still trainable
+        b = batch if name == "with" else _batches(tones, "")(0)
+        recs[name] = ex.step(b)
+        grads[name] = torch.cat([m.grad.flatten() for m in ex.masked.logits])
+    assert "unlabeled" not in recs["without"] and recs["with"]["unlabeled"] > 0
+    assert recs["with"]["distill"] == pytest.approx(recs["without"]["distill"], rel=1e-5)  # same labelled batch
+    assert not torch.allclose(grads["with"], grads["without"])  # the unlabeled clips reach the gates
+    # the loss is distill x the distance on the unlabeled batch, against the full encoder's states
+    with torch.no_grad():
+        _, frames, states = ex.pipeline.run(*batch.unlabeled)
+        want = 2.0 * ex._distill(states, ex.pipeline.teacher_states(*batch.unlabeled), frames)
+    assert recs["with"]["unlabeled"] == pytest.approx(float(want), rel=1e-4)
+    # centre-cropped clips are the same every epoch: the teacher's states come from the cache
+    assert ex.unlabeled_cache.misses == 4 and ex.unlabeled_cache.hits == 0
+    ex.step(batch)
+    assert ex.unlabeled_cache.hits == 4
+    with pytest.raises(ValueError, match="only enter the distillation losses"):
+        _extractor(tiny_whisper, tmp_path / "bad", unlabeled=str(tones / "valid"))
+
+
+def test_kd_on_unlabeled_clips_trains_end_to_end(tiny_whisper, tones, tmp_path, probe_of_tiny_whisper):
+    cfg = ExtractConfig(steps=4, batch_size=6, eval_every=2, t=0.5, lr_gates=0.3, warmup=0.0, kd=1.0,
+                        teacher=str(probe_of_tiny_whisper), unlabeled=str(tones / "valid"), settle=0.25)
+    out = tmp_path / "run"
+    extract(str(tiny_whisper), tones / "train", tones / "valid", None, cfg, out, max_seconds=1.0,
+            progress=False, measure_latency=False)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 4 and all(r["unlabeled"] > 0 for r in log)  # kd goes on through the settling step
+    from subnet.training.baselines import reference_config, refit
+    refit(str(tiny_whisper), out, tones / "train", tones / "valid", None, reference_config(out),
+          out=tmp_path / "refit", max_seconds=1.0, progress=False, measure_latency=False)
+    assert json.loads((tmp_path / "refit" / "config.json").read_text())["unlabeled"] == ""
+    with pytest.raises(ValueError, match="fewer than one batch"):  # 18 unlabeled clips, batches of 24
+        extract(str(tiny_whisper), tones / "train", tones / "valid", None,
+                ExtractConfig(steps=2, batch_size=24, kd=1.0, teacher=str(probe_of_tiny_whisper),
+                              unlabeled=str(tones / "valid")), tmp_path / "few", max_seconds=1.0, progress=False,
+                measure_latency=False)

@@ -48,11 +48,19 @@ _OPTIONS = {  # field: (flag, type, help)
            "same batch (prediction distillation: the extraction learns to answer as the full encoder's probe "
            "does, which carries its robustness outside the training domain; 0 = off)"),
     "kd_temperature": ("--kd-temperature", float, "temperature softening both predictions of --kd"),
+    "teacher_input": ("--teacher-input", str, "what the teacher of --distill / --kd hears of an --augment-ed clip: "
+                      "same (the augmented clip) | clean (the clip before the room, channel, noise and gain; its "
+                      "speed and pitch changes kept): the kept units then learn to answer noisy input as the "
+                      "full encoder answers clean input"),
+    "unlabeled": ("--unlabeled", str, "clips without labels (folder tree or manifest[@split]), e.g. recordings "
+                  "from where the model will be used: every step also applies --distill / --kd to a batch of "
+                  "them, so the kept units learn what the full encoder does on that audio (labels ignored)"),
     "settle": ("--settle", float, "fraction of the steps, at the end, with every gate fixed where it is: the "
                "units then off are frozen and only the head trains, on the units it ships with (these "
                "steps skip the backward pass through the encoder; 0 = none)"),
 }
-_CHOICES = {"distill_loss": ["mse", "l1cos"], "compile": ["default", "reduce-overhead", "max-autotune"], "dtype": ["fp32", "bf16"], "task": ["classify", "tag", "ctc"], "loss": ["seed", "mean", "budget"], "cost": ["params", "flops", "latency"]}
+_METAVARS = {"teacher": "PROBE", "unlabeled": "DATA", "kd": "W", "distill": "W"}
+_CHOICES = {"distill_loss": ["mse", "l1cos"], "compile": ["default", "reduce-overhead", "max-autotune"], "dtype": ["fp32", "bf16"], "task": ["classify", "tag", "ctc"], "teacher_input": ["same", "clean"], "loss": ["seed", "mean", "budget"], "cost": ["params", "flops", "latency"]}
 
 
 def add_data_options(p: argparse.ArgumentParser, backbone_required: bool = True) -> None:
@@ -69,7 +77,7 @@ def add_data_options(p: argparse.ArgumentParser, backbone_required: bool = True)
 
 
 _GATE_OPTIONS = {"kinds", "loss", "lam", "cost", "lr_gates", "warmup", "freeze_dead", "settle", "distill",
-                 "distill_layers", "distill_loss", "teacher", "kd", "kd_temperature"}
+                 "distill_layers", "distill_loss", "teacher", "kd", "kd_temperature", "teacher_input", "unlabeled"}
 
 
 def add_config_options(p: argparse.ArgumentParser, defaults: ExtractConfig | None = None,
@@ -85,6 +93,8 @@ def add_config_options(p: argparse.ArgumentParser, defaults: ExtractConfig | Non
         default = getattr(d, name)
         shown = " ".join(default) if isinstance(default, tuple) else (default if default != "" else "off")
         source = "the reference's, else " if inherited else ""
+        if name in _METAVARS:
+            kw["metavar"] = _METAVARS[name]
         p.add_argument(flag, dest=name, type=typ, default=None, choices=_CHOICES.get(name),
                        help=f"{text} (default: {source}{shown})", **kw)
     if gates:

@@ -298,13 +298,18 @@ def _pad(clips: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.no_grad()
 def augment_batch(waves: torch.Tensor, lengths: torch.Tensor, sample_rate: int, config: AugmentConfig,
-                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                  generator: torch.Generator, source: bool = False):
     """Augment a zero-padded batch ``waves`` (B, T) whose clip i has ``lengths[i]`` real samples.
 
     Returns new ``(waves, lengths)`` (float32, on ``waves``' device; lengths change only by
     speed perturbation, and T is then the longest new length). The input is not modified.
     Deterministic for a given ``generator`` state (a CPU ``torch.Generator``); finite for
     finite input. See :class:`AugmentConfig` for the effects and the peak safety.
+
+    With ``source``: ``(waves, lengths, clean)``, where ``clean`` holds the same clips after
+    the source effects only (speed, pitch), before the room, channel, noise and gain: what a
+    clean-input teacher hears, aligned sample for sample with ``waves`` (same lengths).
+    The draws, and so ``waves``, are the same with or without it.
     """
     device, b = waves.device, waves.shape[0]
     if waves.numel() == 0:  # (a batch whose clips were all skipped)
@@ -322,6 +327,7 @@ def augment_batch(waves: torch.Tensor, lengths: torch.Tensor, sample_rate: int, 
             for i, y in zip(idx, fn([clips[i] for i in idx], values[idx])):
                 clips[i] = y
             x, lengths = _pad(clips)
+    clean = x.clone() if source else None
 
     mask = torch.arange(x.shape[1]) < lengths[:, None]
     rt60, drr = _uniform(config.rt60, b, generator), _uniform(config.drr, b, generator)
@@ -349,4 +355,6 @@ def augment_batch(waves: torch.Tensor, lengths: torch.Tensor, sample_rate: int, 
     limit = peak_in.clamp(min=1.0)
     peak = x.abs().amax(1)
     x *= torch.where(peak > limit, limit / peak.clamp(min=1e-30), 1.0)[:, None]
+    if source:
+        return x.to(device), lengths.to(device), clean.to(device)
     return x.to(device), lengths.to(device)

@@ -158,7 +158,8 @@ def _prepared(backbone, max_seconds, layer="weighted"):
 def _fixed(cfg: ExtractConfig, info) -> ExtractConfig:
     """Gates fixed, and the same unit kinds as the reference (so the groups line up); the
     reference's distillation options go (they steer which units the gates keep)."""
-    return replace(cfg, train_gates=False, kinds=tuple(sorted(set(info.kinds.values()))), distill=0.0, kd=0.0)
+    return replace(cfg, train_gates=False, kinds=tuple(sorted(set(info.kinds.values()))), distill=0.0, kd=0.0,
+                   teacher_input="same", unlabeled="")
 
 
 def _check_base(backbone: nn.Module, info, artifact) -> None:

@@ -39,22 +39,38 @@ class EncoderCache:
 
     def states(self, encode: Callable, waves: torch.Tensor, lengths: torch.Tensor,
                width_matters: bool = True) -> tuple[torch.Tensor, ...]:
-        """`encode(waves, lengths)`'s hidden states, from the store when every clip is in it.
+        """`encode(waves, lengths)`'s hidden states, from the store for the clips in it.
         `width_matters`: the batch's padded width is part of the key (False when the front end
-        pads every clip to one fixed length anyway)."""
+        pads every clip to one fixed length anyway). When it does not, only the clips not in the
+        store are encoded (a clip's states then do not depend on its batch); when it does, a
+        batch with any clip missing is encoded whole."""
         keys = clip_keys(self.state_key(), waves, lengths, width_matters)
-        if all(k in self.store for k in keys):
-            self.hits += len(keys)
-            per_clip = [self.store[k] for k in keys]
-            return tuple(torch.stack([c[layer] for c in per_clip]) for layer in range(len(per_clip[0])))
-        self.misses += len(keys)
-        states = encode(waves, lengths)
-        for i, k in enumerate(keys):
-            if k not in self.store:
-                clip = tuple(s[i].detach().clone() for s in states)
-                size = sum(s.numel() * s.element_size() for s in clip)
-                if self.bytes + size > self.max_bytes:
-                    break
-                self.store[k] = clip
-                self.bytes += size
-        return states
+        missing = [i for i, k in enumerate(keys) if k not in self.store]
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        if not missing:
+            return self._stack([self.store[k] for k in keys])
+        if width_matters or len(missing) == len(keys):
+            states = encode(waves, lengths)
+            self._keep([keys[i] for i in missing], [tuple(s[i] for s in states) for i in missing])
+            return states
+        idx = torch.tensor(missing, device=waves.device)
+        new = encode(waves[idx], lengths[idx])
+        computed = {i: tuple(s[j] for s in new) for j, i in enumerate(missing)}
+        self._keep([keys[i] for i in missing], list(computed.values()))
+        return self._stack([computed[i] if i in computed else self.store[k] for i, k in enumerate(keys)])
+
+    @staticmethod
+    def _stack(per_clip: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+        return tuple(torch.stack([c[layer] for c in per_clip]) for layer in range(len(per_clip[0])))
+
+    def _keep(self, keys: list[bytes], clips: list[tuple[torch.Tensor, ...]]) -> None:
+        """Store each clip's states (copies) while the store has room."""
+        for k, clip in zip(keys, clips):
+            if k in self.store:
+                continue
+            size = sum(s.numel() * s.element_size() for s in clip)
+            if self.bytes + size > self.max_bytes:
+                break
+            self.store[k] = tuple(s.detach().clone() for s in clip)
+            self.bytes += size

@@ -33,40 +33,65 @@ def to_batch(raw: dict, task: Task, labels: list[str]) -> Batch:
     return Batch(raw["waves"], raw["lengths"], task.targets(raw, labels))
 
 
-class StepBatches:
-    """Global batch number `step` of an endless, epoch-shuffled, length-bucketed stream; a
-    pure function of (seed, step), so a resumed run sees exactly the batches it would have.
-    With `augment` (a data.augment spec) every clip is augmented, drawn from a generator
-    seeded by (seed, step, rank): still a pure function of (seed, step)."""
+class EpochBatches:
+    """Collated batch number `step` of an endless, epoch-shuffled, length-bucketed stream of a
+    dataset's clips: a pure function of (seed, step), so a resumed run sees exactly the batches
+    it would have."""
 
-    def __init__(self, ds: AudioDataset, batch_size: int, task: Task, labels: list[str], rank: int = 0,
-                 world: int = 1, augment: str = ""):
-        from ..data.augment import parse_augment
+    def __init__(self, ds: AudioDataset, batch_size: int, rank: int = 0, world: int = 1):
         from ..data.batching import BucketBatchSampler
-        self.ds, self.task, self.labels, self.rank = ds, task, labels, rank
-        self.augment = parse_augment(augment) if augment else None
+        self.ds, self.rank = ds, rank
         self.sampler = BucketBatchSampler(ds.lengths(), batch_size, shuffle=True, seed=ds.seed, drop_last=True,
                                           num_replicas=world, rank=rank)
         if len(self.sampler) == 0:
             raise ValueError(f"{ds.name}: {len(ds)} clips is fewer than one batch of {batch_size * world}")
         self._epoch, self._batches = None, None
 
-    def __call__(self, step: int) -> Batch:
+    def raw(self, step: int) -> dict:
         per_epoch = len(self.sampler)
         epoch = step // per_epoch
         if epoch != self._epoch:
             self.sampler.set_epoch(epoch)
             self.ds.set_epoch(epoch)
             self._batches, self._epoch = list(iter(self.sampler)), epoch
-        raw = collate([self.ds[i] for i in self._batches[step % per_epoch]])
+        return collate([self.ds[i] for i in self._batches[step % per_epoch]])
+
+
+class StepBatches(EpochBatches):
+    """The training batch of step `step` (`EpochBatches`) with the task's targets.
+    With `augment` (a data.augment spec) every clip is augmented, drawn from a generator
+    seeded by (seed, step, rank): still a pure function of (seed, step); with `clean_teacher`
+    the batch also carries the clips before the room, channel, noise and gain, for the teacher.
+    With `unlabeled` (an EpochBatches of clips without labels) it carries that stream's batch
+    of the same step too, for the distillation losses."""
+
+    def __init__(self, ds: AudioDataset, batch_size: int, task: Task, labels: list[str], rank: int = 0,
+                 world: int = 1, augment: str = "", clean_teacher: bool = False,
+                 unlabeled: EpochBatches | None = None):
+        from ..data.augment import parse_augment
+        super().__init__(ds, batch_size, rank, world)
+        self.task, self.labels, self.unlabeled = task, labels, unlabeled
+        self.augment = parse_augment(augment) if augment else None
+        self.clean_teacher = clean_teacher and self.augment is not None
+
+    def __call__(self, step: int) -> Batch:
+        raw = self.raw(step)
+        clean = None
         if self.augment is not None:
             import numpy as np
 
             from ..data.augment import augment_batch
             seed = int(np.random.SeedSequence([self.ds.seed, step, self.rank]).generate_state(1, np.uint64)[0] >> 1)
-            raw["waves"], raw["lengths"] = augment_batch(raw["waves"], raw["lengths"], self.ds.sample_rate,
-                                                         self.augment, torch.Generator().manual_seed(seed))
-        return to_batch(raw, self.task, self.labels)
+            raw["waves"], raw["lengths"], *rest = augment_batch(
+                raw["waves"], raw["lengths"], self.ds.sample_rate, self.augment, torch.Generator().manual_seed(seed),
+                source=self.clean_teacher)
+            clean = rest[0] if rest else None
+        batch = to_batch(raw, self.task, self.labels)
+        batch.teacher_waves = clean
+        if self.unlabeled is not None:
+            u = self.unlabeled.raw(step)
+            batch.unlabeled = (u["waves"], u["lengths"])
+        return batch
 
 
 def eval_batches(ds: AudioDataset, batch_size: int, task: Task, labels: list[str]):
@@ -187,7 +212,12 @@ def setup_run(backbone: nn.Module, train, valid, test, cfg: ExtractConfig, out: 
     elif rank == 0:
         (out / "log.jsonl").write_text("")
         (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
-    steps = StepBatches(train_ds, cfg.batch_size, ex.task, labels, rank, world, cfg.augment)
+    unlabeled = None
+    if cfg.unlabeled:  # centre crops: a clip is the same every epoch, so the teacher's states are cached
+        u_ds = _dataset(cfg.unlabeled, fe, None, max_seconds, False, cfg.seed, skip_bad, False)
+        unlabeled = EpochBatches(u_ds, cfg.batch_size, rank, world)
+    steps = StepBatches(train_ds, cfg.batch_size, ex.task, labels, rank, world, cfg.augment,
+                        clean_teacher=cfg.teacher_input == "clean", unlabeled=unlabeled)
     return Run(ex, train_ds, valid_ds, test_ds, labels, JsonlLog(out / "log.jsonl"), steps, t0)
 
 
@@ -232,7 +262,8 @@ def train_teacher(backbone, train, valid, cfg: ExtractConfig, out: Path, max_sec
     if _is_dist():
         raise ValueError("kd under torchrun needs a teacher: train the probe first (subnet extract --probe) and "
                          "give it as teacher")
-    probe_cfg = replace(cfg, train_gates=False, kd=0.0, teacher="", distill=0.0, augment="")
+    probe_cfg = replace(cfg, train_gates=False, kd=0.0, teacher="", distill=0.0, augment="", teacher_input="same",
+                        unlabeled="")
     source = copy.deepcopy(backbone) if isinstance(backbone, nn.Module) else backbone  # (gates go on a copy)
     extract(source, train, valid, None, probe_cfg, out, max_seconds=max_seconds, skip_bad=skip_bad, resume=True,
             progress=progress, measure_latency=False)

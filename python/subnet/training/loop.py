@@ -68,6 +68,10 @@ class ExtractConfig:
     # states; "" with kd: `extract` trains one first into OUT/teacher
     kd: float = 0.0  # weight of the loss pulling the head's predictions to the teacher's on the same batch (0 = off)
     kd_temperature: float = 2.0  # both predictions softened by this temperature (Hinton et al. 2015)
+    teacher_input: str = "same"  # what the distillation teacher hears of an augmented clip: "same" (the
+    # augmented clip) | "clean" (the clip before the room, channel, noise and gain; speed and pitch kept)
+    unlabeled: str = ""  # clips without labels (folder tree or manifest[@split]; e.g. recordings of where the model
+    # will be used): each step also distils the full encoder on a batch of them (distill / kd, same weights)
 
 
 @dataclass
@@ -75,9 +79,12 @@ class Batch:
     waves: torch.Tensor  # (B, T) float, zero padded
     lengths: torch.Tensor  # (B,) samples
     targets: object  # LongTensor (B,), FloatTensor (B, C) multi-hot, or list[str]
+    teacher_waves: torch.Tensor | None = None  # what the teacher hears (same lengths); None: `waves`
+    unlabeled: tuple | None = None  # (waves, lengths) of clips without labels, for the distillation losses only
 
 
 DTYPES = ("fp32", "bf16")
+TEACHER_INPUTS = ("same", "clean")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
@@ -161,6 +168,14 @@ class Extractor:
             raise ValueError("kd trains an extraction towards its probe: it needs gates to train (a probe has none)")
         if not cfg.kd_temperature > 0:
             raise ValueError(f"kd_temperature must be > 0, not {cfg.kd_temperature}")
+        if cfg.teacher_input not in TEACHER_INPUTS:
+            raise ValueError(f"teacher_input must be one of {TEACHER_INPUTS}, not {cfg.teacher_input!r}")
+        if cfg.teacher_input == "clean" and not (cfg.augment and (cfg.distill or cfg.kd)):
+            raise ValueError("teacher_input 'clean' gives the teacher of distill or kd the clips before "
+                             "augmentation: it needs augment and distill or kd")
+        if cfg.unlabeled and not (cfg.distill or cfg.kd):
+            raise ValueError(f"unlabeled clips ({cfg.unlabeled}) only enter the distillation losses: give distill "
+                             "or kd")
         self.distill_layers = _distill_layers(cfg.distill_layers)
         torch.manual_seed(cfg.seed)
         self.masked: MaskedModel = self._attach(backbone).to(self.device)
@@ -187,8 +202,11 @@ class Extractor:
         # (augmented clips are new every step: a per-clip cache would only fill up)
         if cfg.cache_encoder and not cfg.train_gates and not cfg.augment:
             self.pipeline.cache = EncoderCache(self._gate_state)
-        # the teacher's states are a fixed function of the clip unless it is augmented
-        self.teacher_cache = EncoderCache(lambda: b"teacher") if (cfg.distill or cfg.kd) and not cfg.augment else None
+        # the teacher's states are a fixed function of the clip unless it hears the augmented one
+        # (a clean teacher's input changes only for the clips whose speed or pitch moved)
+        self.teacher_cache = (EncoderCache(lambda: b"teacher")
+                              if (cfg.distill or cfg.kd) and (not cfg.augment or cfg.teacher_input == "clean") else None)
+        self.unlabeled_cache = EncoderCache(lambda: b"teacher") if cfg.unlabeled else None  # (never augmented)
         paths = self.masked.family.front_end_modules(self.masked.backbone)
         # (an encoder cache already serves everything after the front end; a compiled encoder
         # is one graph, which a per-clip lookup in the middle would break)
@@ -264,6 +282,7 @@ class Extractor:
         teacher = self._teacher_states(batch) if distill or kd else None
         loss_distill = self._distill(states, teacher, frames) if distill else None
         loss_kd = self._kd(logits, teacher, frames) if kd else None
+        loss_unlabeled = self._unlabeled(batch.unlabeled, distill, kd) if batch.unlabeled is not None else None
         loss_sparse = self.sparsity(self.masked) * self.ramp() if gates else logits.new_zeros(())
         # distillation is part of what the units are kept for: it goes through Adam with the task loss
         loss_kept = loss_task
@@ -271,6 +290,8 @@ class Extractor:
             loss_kept = loss_kept + self.cfg.distill * loss_distill
         if loss_kd is not None:
             loss_kept = loss_kept + self.cfg.kd * loss_kd
+        if loss_unlabeled is not None:
+            loss_kept = loss_kept + loss_unlabeled
         loss = loss_kept + loss_sparse if self.cfg.coupled else loss_kept
         self.opt.zero_grad(set_to_none=False)
         loss.backward()
@@ -293,15 +314,44 @@ class Extractor:
             rec["distill"] = float(loss_distill.detach())
         if loss_kd is not None:
             rec["kd"] = float(loss_kd.detach())
+        if loss_unlabeled is not None:
+            rec["unlabeled"] = float(loss_unlabeled.detach())
         return rec
 
     def _teacher_states(self, batch: Batch):
-        """The full encoder's states (every gate 1) on the batch: one forward, no gradient,
-        read from the per-clip cache when clips are not augmented."""
-        encode, cache = self.pipeline.teacher_states, self.teacher_cache
+        """The full encoder's states (every gate 1) on what the teacher hears of the batch (the
+        clean clips with teacher_input "clean"): one forward, no gradient, read from the
+        per-clip cache when its input is not augmented."""
+        waves = batch.waves
+        if self.cfg.teacher_input == "clean":
+            if batch.teacher_waves is None:
+                raise ValueError("teacher_input 'clean': this batch carries no clean clips (make the batches with "
+                                 "StepBatches(..., clean_teacher=True))")
+            waves = batch.teacher_waves
+        return self._full_states(waves, batch.lengths, self.teacher_cache)
+
+    def _full_states(self, waves, lengths, cache: EncoderCache | None):
+        encode = self.pipeline.teacher_states
         with torch.no_grad(), self.autocast():
-            return (cache.states(encode, batch.waves, batch.lengths, not self.front_end.fixed_length)
-                    if cache is not None else encode(batch.waves, batch.lengths))
+            return (cache.states(encode, waves, lengths, not self.front_end.fixed_length)
+                    if cache is not None else encode(waves, lengths))
+
+    def _unlabeled(self, clips: tuple, distill: bool, kd: bool) -> torch.Tensor | None:
+        """The distillation losses (their weights applied) on a batch of clips without labels:
+        the kept units are asked to do what the full encoder does on the audio the model will
+        meet (teacher-student domain adaptation, Li et al. Interspeech 2017), with no label."""
+        if not (distill or kd):
+            return None
+        waves, lengths = clips
+        with self.autocast():
+            logits, frames, states = self.pipeline.run(waves, lengths)
+        teacher = self._full_states(waves, lengths, self.unlabeled_cache)
+        loss = logits.new_zeros(())
+        if distill:
+            loss = loss + self.cfg.distill * self._distill(states, teacher, frames)
+        if kd:
+            loss = loss + self.cfg.kd * self._kd(logits, teacher, frames)
+        return loss
 
     def _kd(self, logits, teacher_states, frames) -> torch.Tensor:
         """Prediction distillation: the distance of the head's predictions to the probe's (the
