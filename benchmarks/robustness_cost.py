@@ -84,7 +84,7 @@ def main(argv=None) -> int:
         cfg = ExtractConfig(**{**base.__dict__, **OPTIONS[name]})
         if name in TEACHER_OPTIONS:
             cfg = replace(cfg, teacher=args.teacher)
-        if cfg.unlabeled == EXPERIMENT_UNLABELED:
+        if cfg.unlabeled.startswith(EXPERIMENT_UNLABELED):  # (every variant: the same --unlabeled clips)
             cfg = replace(cfg, unlabeled=args.unlabeled)
         ex = Extractor(copy.deepcopy(backbone), len(labels), cfg, Path(scratch.name), labels=labels)  # own hooks
         ex.teacher_cache = ex.unlabeled_cache = None  # every teacher forward computed (a run's first epoch)

@@ -22,10 +22,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from .runner import (EXPERIMENTS, OPTIONS, SHIFTED_VALID, TEACHER_OPTIONS, Job, Protocol, load_metrics, prepare_data,
-                     run_jobs)
+                     run_jobs, unlabeled_names)
 
 TARGETS = (0.6, 0.4)
-UNLABELED = tuple(m for m, o in OPTIONS.items() if o.get("unlabeled"))  # only for experiments with unlabeled clips
+UNLABELED = tuple(m for m, o in OPTIONS.items() if o.get("unlabeled"))  # only for experiments with those sets
 LONG_ONLY = ("extract+kd+augment+clean-teacher", "extract+all-layers+augment+clean-teacher", *UNLABELED)  # (--long only)
 LATER = ("extract+all-layers+augment", *(m for m in TEACHER_OPTIONS if m not in LONG_ONLY))  # planned after the others
 # the references: the probe, and the probe trained on augmented clips (what augmentation alone gives the full encoder)
@@ -67,8 +67,13 @@ def plan_long(experiments, protocol: Protocol) -> list[Job]:
         for seed in protocol.seeds:
             jobs += [Job(p, exp.name, seed) for p in PROBES]
             jobs += [Job(m, exp.name, seed, LONG_TARGET, _teacher(m, exp.name, seed)) for m in LONG_METHODS
-                     if exp.unlabeled or m not in UNLABELED]
+                     if m not in UNLABELED or _has_unlabeled(exp, m)]
     return jobs
+
+
+def _has_unlabeled(exp, method: str) -> bool:
+    """Whether `exp` has every set of clips without labels that `method` distils on."""
+    return set(unlabeled_names(OPTIONS[method]["unlabeled"])) <= dict(exp.unlabeled).keys()
 
 
 def _teacher(method: str, exp: str, seed: int) -> tuple:

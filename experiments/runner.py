@@ -74,7 +74,7 @@ class Experiment:
     max_seconds: float = 1.0
     extra_tests: tuple = ()  # ExtraSets, each reported beside the recipe's test split
     shifted_valid: ExtraSet | None = None  # a validation set from another domain (method extract+shifted-valid)
-    unlabeled: str | None = None  # a recipe of clips without labels from the shifted domain (methods +unlabeled)
+    unlabeled: tuple = ()  # (name, ExtraSet) pairs: clips from the shifted domains, labels unused (methods +unlabeled)
 
 
 EXPERIMENTS = (
@@ -85,7 +85,11 @@ EXPERIMENTS = (
                                     degrade=(("band", "telephone"), *ROOM_NOISE))),
                shifted_valid=ExtraSet("validation voices, telephone band + noise + reverb", "kws-tts", "valid",
                                       degrade=(("band", "telephone"), *ROOM_NOISE), seed=1),
-               unlabeled="prompts-real"),
+               # real recordings of the real digits' speaker and channel, not the digits; the validation
+               # voices degraded as the shifted validation set is (not the test voices)
+               unlabeled=(("real", ExtraSet("real prompts without the digits (Asterisk)", "prompts-real")),
+                          ("degraded", ExtraSet("validation voices, telephone band + noise + reverb", "kws-tts",
+                                                "valid", degrade=(("band", "telephone"), *ROOM_NOISE), seed=1)))),
     Experiment("2-instruments", "instrument family: train FluidR3, test TimGM6mb", "whisper-tiny.en",
                "instruments",
                extra_tests=(ExtraSet("FluidR3, other pitches (in-domain; the validation split)", "instruments", "valid"),
@@ -129,8 +133,11 @@ class Protocol:
 
 _ALL_LAYERS = {"distill": 10.0, "distill_layers": "all", "distill_loss": "l1cos"}
 _CLEAN = {"teacher_input": "clean"}  # the teacher hears each clip before the room, channel, noise and gain
-EXPERIMENT_UNLABELED = "<the experiment's unlabeled clips>"  # run_job puts Experiment.unlabeled's manifest here
-_UNLABELED = {"unlabeled": EXPERIMENT_UNLABELED}
+EXPERIMENT_UNLABELED = "experiment:"  # + names of Experiment.unlabeled's sets: run_job puts their manifest there
+
+
+def _unlabeled(*names: str) -> dict:
+    return {"unlabeled": EXPERIMENT_UNLABELED + "+".join(names)}
 # options that distil the probe's predictions (--kd 1, temperature 2): the teacher is the probe of the same seed
 TEACHER_OPTIONS = {
     "extract+kd": {"kd": 1.0},
@@ -138,8 +145,10 @@ TEACHER_OPTIONS = {
     "extract+kd+all-layers+augment": {"kd": 1.0, **_ALL_LAYERS, "augment": DEFAULT_SPEC},
     "extract+kd+augment+clean-teacher": {"kd": 1.0, "augment": DEFAULT_SPEC, **_CLEAN},
     # the same options, each step also distilling on a batch of clips without labels from the shifted domain
-    "extract+kd+augment+unlabeled": {"kd": 1.0, "augment": DEFAULT_SPEC, **_UNLABELED},
-    "extract+kd+all-layers+augment+unlabeled": {"kd": 1.0, **_ALL_LAYERS, "augment": DEFAULT_SPEC, **_UNLABELED},
+    "extract+kd+augment+unlabeled": {"kd": 1.0, "augment": DEFAULT_SPEC, **_unlabeled("real")},
+    "extract+kd+all-layers+augment+unlabeled": {"kd": 1.0, **_ALL_LAYERS, "augment": DEFAULT_SPEC,
+                                                **_unlabeled("real")},
+    "extract+kd+augment+unlabeled+degraded": {"kd": 1.0, "augment": DEFAULT_SPEC, **_unlabeled("real", "degraded")},
 }
 # extraction methods: the ExtractConfig fields each changes from the protocol's extraction
 # (make robustness compares them; distillation weight 10 of the head-mix MSE, augmentation
@@ -201,7 +210,7 @@ def prepare_data(experiments, data_root: Path, size: str = "small") -> None:
     manifests of the extra test sets."""
     from subnet.data.recipes.registry import build_recipe
     needed = ({e.recipe for e in experiments} | {x.recipe for e in experiments for x in e.extra_tests}
-              | {e.unlabeled for e in experiments if e.unlabeled})
+              | {x.recipe for e in experiments for _, x in e.unlabeled})
     for recipe in sorted(needed):
         if not (data_root / recipe / "manifest.jsonl").is_file():
             print(f"results: building dataset {recipe} ({size}) under {data_root / recipe}", flush=True)
@@ -237,6 +246,33 @@ def prepare_test_set(x: ExtraSet, data_root: Path) -> Path:
     return out
 
 
+def unlabeled_names(option: str) -> list[str]:
+    """The Experiment.unlabeled sets an option's "experiment:a+b" value names."""
+    return option[len(EXPERIMENT_UNLABELED):].split("+")
+
+
+def unlabeled_manifest(exp: Experiment, option: str, data_root: Path) -> Path:
+    """One manifest of the clips of the sets `option` names (absolute paths; labels kept, unused)."""
+    sets, names = dict(exp.unlabeled), unlabeled_names(option)
+    missing = [n for n in names if n not in sets]
+    if missing:
+        raise ValueError(f"experiment {exp.name} has no unlabeled set {', '.join(missing)} (it has: "
+                         f"{', '.join(sets) or 'none'})")
+    out = data_root / "unlabeled" / f"{exp.name}-{'+'.join(names)}" / "manifest.jsonl"
+    if not out.is_file():
+        rows = []
+        for n in names:
+            manifest = prepare_test_set(sets[n], data_root)
+            for line in manifest.read_text().splitlines():
+                if line.strip():
+                    r = json.loads(line)
+                    r["path"] = str((manifest.parent / r["path"]).resolve())
+                    rows.append(r)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return out
+
+
 # --- one job (runs in a worker process) ---------------------------------------------------------
 def _worker_init() -> None:
     import torch
@@ -264,10 +300,8 @@ def run_job(job: Job, root: str, data_root: str, protocol: Protocol, experiments
         cfg = replace(cfg, **OPTIONS.get(job.method, {}))
         if job.method in TEACHER_OPTIONS:
             cfg = replace(cfg, teacher=str(Job("probe", exp.name, job.seed).out(root)))
-        if cfg.unlabeled == EXPERIMENT_UNLABELED:
-            if not exp.unlabeled:
-                raise ValueError(f"{job.label()}: experiment {exp.name} has no unlabeled clips")
-            cfg = replace(cfg, unlabeled=str(data_root / exp.unlabeled / "manifest.jsonl"))
+        if cfg.unlabeled.startswith(EXPERIMENT_UNLABELED):
+            cfg = replace(cfg, unlabeled=str(unlabeled_manifest(exp, cfg.unlabeled, data_root)))
         m = extract_setting(exp.backbone, *data, cfg, out, **common)
         m["method"] = job.method
     elif job.method.startswith("probe"):

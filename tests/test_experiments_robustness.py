@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from experiments import robustness
+from experiments import robustness, runner
 from experiments.runner import EXPERIMENTS, Experiment, ExtraSet, Job, Protocol, prepare_test_set
 
 
@@ -102,11 +103,31 @@ def test_long_plan():
     jobs = robustness.plan_long([exp], Protocol(seeds=(0, 1)))
     no_unlabeled = [m for m in robustness.LONG_METHODS if m not in robustness.UNLABELED]
     assert [j.method for j in jobs if j.seed == 0] == ["probe", "probe+augment", *no_unlabeled]
-    # methods that distil on clips without labels: only for an experiment that has some
-    assert robustness.UNLABELED and set(robustness.UNLABELED) <= set(robustness.LONG_METHODS)
-    with_clips = Experiment("toy", "a toy", "bb", "toy", extra_tests=exp.extra_tests, unlabeled="clips")
-    assert [j.method for j in robustness.plan_long([with_clips], Protocol(seeds=(0,)))] == [
-        "probe", "probe+augment", *robustness.LONG_METHODS]
     assert all(j.t == robustness.LONG_TARGET for j in jobs if j.method not in robustness.PROBES)
     assert all(j.deps == ((Job("probe", "toy", j.seed),) if j.method in robustness.TEACHER_OPTIONS else ())
                for j in jobs)
+    # methods that distil on clips without labels: only for an experiment that has some
+    assert robustness.UNLABELED and set(robustness.UNLABELED) <= set(robustness.LONG_METHODS)
+    clips = (("real", ExtraSet("real clips", "toy")), ("degraded", ExtraSet("noisy clips", "toy", "valid")))
+    with_clips = Experiment("toy", "a toy", "bb", "toy", extra_tests=exp.extra_tests, unlabeled=clips)
+    assert [j.method for j in robustness.plan_long([with_clips], Protocol(seeds=(0,)))] == [
+        "probe", "probe+augment", *robustness.LONG_METHODS]
+    only_real = Experiment("toy", "a toy", "bb", "toy", extra_tests=exp.extra_tests, unlabeled=clips[:1])
+    planned = {j.method for j in robustness.plan_long([only_real], Protocol(seeds=(0,)))}
+    assert "extract+kd+augment+unlabeled" in planned and "extract+kd+augment+unlabeled+degraded" not in planned
+
+
+def test_unlabeled_manifest_joins_the_named_sets(tmp_path):
+    data = tmp_path / "data"
+    for recipe, n in (("a", 3), ("b", 2)):
+        (data / recipe / "clips").mkdir(parents=True)
+        rows = [{"path": f"clips/{i}.wav", "label": "x", "split": "train"} for i in range(n)]
+        (data / recipe / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    exp = Experiment("toy", "a toy", "bb", "a", unlabeled=(("one", ExtraSet("set one", "a")),
+                                                           ("two", ExtraSet("set two", "b"))))
+    out = runner.unlabeled_manifest(exp, runner.EXPERIMENT_UNLABELED + "one+two", data)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [Path(r["path"]) for r in rows] == [(data / "a" / "clips" / f"{i}.wav").resolve() for i in range(3)] + [
+        (data / "b" / "clips" / f"{i}.wav").resolve() for i in range(2)]
+    with pytest.raises(ValueError, match="no unlabeled set three .*it has: one, two"):
+        runner.unlabeled_manifest(exp, runner.EXPERIMENT_UNLABELED + "one+three", data)
