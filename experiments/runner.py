@@ -216,7 +216,7 @@ def prepare_data(experiments, data_root: Path, size: str = "small") -> None:
             print(f"results: building dataset {recipe} ({size}) under {data_root / recipe}", flush=True)
             build_recipe(recipe, data_root / recipe, seed=0, size=size, overwrite=True)
     for e in experiments:
-        for x in (*e.extra_tests, *([e.shifted_valid] if e.shifted_valid else [])):
+        for x in (*e.extra_tests, *([e.shifted_valid] if e.shifted_valid else []), *(x for _, x in e.unlabeled)):
             prepare_test_set(x, data_root)
 
 
@@ -269,7 +269,9 @@ def unlabeled_manifest(exp: Experiment, option: str, data_root: Path) -> Path:
                     r["path"] = str((manifest.parent / r["path"]).resolve())
                     rows.append(r)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")  # (two workers may write it at once)
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(tmp, out)
     return out
 
 
