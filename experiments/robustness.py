@@ -3,15 +3,18 @@ domain, and which training option helps? (docs/RESULTS.md "Robustness outside th
 
 For every experiment with shifted test sets (`Experiment.extra_tests`), at two sizes (t = 0.6 and
 0.4: about 40% and 60% of the parameters removed) and every seed, the protocol's extraction, the
-same with each option of `OPTIONS`, and the same with its best state chosen on a validation set
-from another domain (`Experiment.shifted_valid`); the probe (full frozen encoder + head, same data, head,
-steps) is the reference on every set. Runs go to OUT/robustness/ (apart from `make results`'
+same with each option of `OPTIONS` (but `LONG_ONLY`'s), and the same with its best state chosen on a
+validation set from another domain (`Experiment.shifted_valid`); the probe (full frozen encoder +
+head, same data, head, steps) is the reference on every set, the probe trained on augmented clips
+a second one. Runs go to OUT/robustness/ (apart from `make results`'
 runs, whose reports would otherwise take these in), the data is shared (OUT/data/); two at a
 time, one thread each; a finished run is kept, an unfinished one resumes. The table goes into
 docs/RESULTS.md between <!-- robustness --> and <!-- /robustness -->.
 
-`--long` asks whether longer training closes the gap: the probes and LONG_METHODS at t = 0.4 with
-4x the steps, under OUT/robustness-4x, into the doc's <!-- robustness-4x --> table.
+`--long [N]` asks whether longer training closes the gap: the probes and LONG_METHODS at t = 0.4
+with N x the steps (default 4), under OUT/robustness-Nx, into the doc's <!-- robustness-Nx -->
+table. Methods that distil on clips without labels run only where the experiment has those sets
+(`Experiment.unlabeled`).
 """
 from __future__ import annotations
 
