@@ -55,7 +55,8 @@ def main(argv=None) -> int:
     p.add_argument("--teacher", help="a probe of the backbone on 1-s clips of the same data (make robustness: "
                    "results/robustness/1-kws/probe/s0): the --kd variants' teacher; without it they are left out")
     p.add_argument("--unlabeled", help="clips without labels (make robustness: results/data/prompts-real/"
-                   "manifest.jsonl): the +unlabeled variants' clips; without it they are left out")
+                   "manifest.jsonl): the clips of every +unlabeled variant (their cost does not depend on which clips); "
+                   "without it they are left out")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
     torch.set_num_threads(1)

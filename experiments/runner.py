@@ -77,19 +77,22 @@ class Experiment:
     unlabeled: tuple = ()  # (name, ExtraSet) pairs: clips from the shifted domains, labels unused (methods +unlabeled)
 
 
+# the kws validation voices through the degraded test set's channel, another noise seed: the shifted
+# validation set, and unlabeled clips of the deployment channel
+DEGRADED_VALID_VOICES = ExtraSet("validation voices, telephone band + noise + reverb", "kws-tts", "valid",
+                                 degrade=(("band", "telephone"), *ROOM_NOISE), seed=1)
+
 EXPERIMENTS = (
     Experiment("1-kws", "keyword spotting: speech synthesis -> unseen voices and real recorded digits",
                "whisper-tiny.en", "kws-tts",
                extra_tests=(ExtraSet("real English digits (Asterisk)", "digits-real", keep=(("language", "en"),)),
                             ExtraSet("unseen voices, telephone band + noise + reverb", "kws-tts", "test",
                                     degrade=(("band", "telephone"), *ROOM_NOISE))),
-               shifted_valid=ExtraSet("validation voices, telephone band + noise + reverb", "kws-tts", "valid",
-                                      degrade=(("band", "telephone"), *ROOM_NOISE), seed=1),
-               # real recordings of the real digits' speaker and channel, not the digits; the validation
-               # voices degraded as the shifted validation set is (not the test voices)
+               shifted_valid=DEGRADED_VALID_VOICES,
+               # real recordings of the real digits' speaker and channel (not the digits); the degraded
+               # validation voices (not the test voices)
                unlabeled=(("real", ExtraSet("real prompts without the digits (Asterisk)", "prompts-real")),
-                          ("degraded", ExtraSet("validation voices, telephone band + noise + reverb", "kws-tts",
-                                                "valid", degrade=(("band", "telephone"), *ROOM_NOISE), seed=1)))),
+                          ("degraded", DEGRADED_VALID_VOICES))),
     Experiment("2-instruments", "instrument family: train FluidR3, test TimGM6mb", "whisper-tiny.en",
                "instruments",
                extra_tests=(ExtraSet("FluidR3, other pitches (in-domain; the validation split)", "instruments", "valid"),

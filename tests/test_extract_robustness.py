@@ -23,11 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")])}
 
 
-def _batches(tones, augment: str) -> StepBatches:
+def _batches(tones, augment: str, **kw) -> StepBatches:
     ds = AudioDataset.from_source(str(tones / "train"), sample_rate=16000, max_seconds=1.0, train=True, seed=3,
                                   progress=False)
     task = task_named("classify")
-    return StepBatches(ds, 4, task, task.labels(ds), augment=augment)
+    return StepBatches(ds, 4, task, task.labels(ds), augment=augment, **kw)
 
 
 def test_default_spec_is_the_defaults():
@@ -244,16 +244,10 @@ def test_kd_without_a_teacher_trains_the_probe_first(tiny_whisper, tones, tmp_pa
 
 
 # --- a clean-input teacher (--teacher-input clean) ---------------------------------------------
-def _clean_batches(tones, augment: str) -> StepBatches:
-    ds = AudioDataset.from_source(str(tones / "train"), sample_rate=16000, max_seconds=1.0, train=True, seed=3,
-                                  progress=False)
-    task = task_named("classify")
-    return StepBatches(ds, 4, task, task.labels(ds), augment=augment, clean_teacher=True)
-
-
 def test_a_clean_teacher_hears_the_clip_before_room_channel_and_noise(tones):
     plain, spec = _batches(tones, ""), "speed=1,factor=0.9:0.95,noise=1,snr=0:5,reverb=1"
-    noisy, clean, speed_only = _batches(tones, spec), _clean_batches(tones, spec), _batches(tones, "speed=1,factor=0.9:0.95")
+    noisy, clean = _batches(tones, spec), _batches(tones, spec, clean_teacher=True)
+    speed_only = _batches(tones, "speed=1,factor=0.9:0.95")
     for step in (0, 3):
         b = clean(step)
         assert torch.equal(b.waves, noisy(step).waves)  # the student's clips are drawn as without it
@@ -262,13 +256,13 @@ def test_a_clean_teacher_hears_the_clip_before_room_channel_and_noise(tones):
         # the teacher's clips: the same speed change (the same draws), no reverb and no noise
         torch.testing.assert_close(b.teacher_waves, speed_only(step).waves, rtol=0, atol=1e-6)
     # noise alone: the teacher hears exactly the clips as read
-    b = _clean_batches(tones, "noise=1,snr=0:5")(2)
+    b = _batches(tones, "noise=1,snr=0:5", clean_teacher=True)(2)
     assert torch.equal(b.teacher_waves, plain(2).waves)
     assert _batches(tones, "noise=1")(2).teacher_waves is None  # (the teacher hears the student's clips)
 
 
 def test_a_clean_teacher_distils_the_full_encoder_on_the_clean_clips(tiny_whisper, tones, tmp_path):
-    batch = _clean_batches(tones, "noise=1,snr=0:5")(0)
+    batch = _batches(tones, "noise=1,snr=0:5", clean_teacher=True)(0)
     ex = _extractor(tiny_whisper, tmp_path, distill=1.0, augment="noise=1,snr=0:5", teacher_input="clean")
     with torch.no_grad():
         want = ex.pipeline.teacher_states(batch.teacher_waves, batch.lengths)
@@ -326,10 +320,7 @@ def test_unlabeled_clips_enter_the_distillation_losses(tiny_whisper, tones, tmp_
     from subnet.training.extract import EpochBatches
     u_ds = AudioDataset.from_source(str(tones / "valid"), sample_rate=16000, max_seconds=1.0, progress=False)
     unlabeled = EpochBatches(u_ds, 4)
-    ds = AudioDataset.from_source(str(tones / "train"), sample_rate=16000, max_seconds=1.0, train=True, seed=3,
-                                  progress=False)
-    task = task_named("classify")
-    batch = StepBatches(ds, 4, task, task.labels(ds), unlabeled=unlabeled)(0)
+    batch = _batches(tones, "", unlabeled=unlabeled)(0)
     assert torch.equal(batch.unlabeled[0], unlabeled.raw(0)["waves"])
     assert torch.equal(batch.waves, _batches(tones, "")(0).waves)  # the labelled stream is unchanged
     grads, recs = {}, {}
