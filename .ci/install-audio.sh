@@ -6,7 +6,7 @@
 #   .ci/install-audio.sh --list   print the package list and exit
 #
 # recipes: kws-tts, asr-tts (espeak-ng flite festival festvox-*), digits-real, prompts-real
-# (asterisk-core-sounds-*-wav), instruments, pitch, tagging (fluidsynth + soundfonts)
+# (asterisk-core-sounds-*-wav), instruments, instruments-unlabeled, pitch, tagging (fluidsynth + soundfonts)
 set -euo pipefail
 
 pkgs=(

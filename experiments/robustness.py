@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .runner import (EXPERIMENTS, OPTIONS, SHIFTED_VALID, TEACHER_OPTIONS, Job, Protocol, load_metrics, prepare_data,
-                     run_jobs, unlabeled_names)
+                     run_jobs, teacher_probe, unlabeled_names)
 
 TARGETS = (0.6, 0.4)
 UNLABELED = tuple(m for m, o in OPTIONS.items() if o.get("unlabeled"))  # only for experiments with those sets
@@ -74,14 +74,20 @@ def plan_long(experiments, protocol: Protocol) -> list[Job]:
     return jobs
 
 
+def select(jobs: list[Job], methods) -> list[Job]:
+    """The jobs of `methods`, the probes (the reference of every table) and the teachers they wait for."""
+    teachers = {d for j in jobs if j.method in methods for d in j.deps}
+    return [j for j in jobs if j.method == "probe" or j.method in methods or j in teachers]
+
+
 def _has_unlabeled(exp, method: str) -> bool:
     """Whether `exp` has every set of clips without labels that `method` distils on."""
     return set(unlabeled_names(OPTIONS[method]["unlabeled"])) <= dict(exp.unlabeled).keys()
 
 
 def _teacher(method: str, exp: str, seed: int) -> tuple:
-    """The jobs a method's run waits for: the probe of its seed when that probe is its teacher."""
-    return (Job("probe", exp, seed),) if method in TEACHER_OPTIONS else ()
+    """The jobs a method's run waits for: the probe of its seed (or the augmented one) that is its teacher."""
+    return (Job(teacher_probe(method), exp, seed),) if method in TEACHER_OPTIONS else ()
 
 
 def _cell(values: list[float]) -> str:
@@ -194,7 +200,7 @@ def main(argv=None) -> int:
         root, markers = Path(args.out) / f"robustness-{args.long}x", long_markers(args.long)
         jobs = plan_long(exps, protocol)
     if args.methods:
-        jobs = [j for j in jobs if j.method == "probe" or j.method in args.methods]  # (the probe: teacher and reference)
+        jobs = select(jobs, args.methods)
     if not args.table_only:
         prepare_data(exps, data_root, protocol.data_size)
         run_jobs(jobs, root, data_root, protocol, exps, args.workers)

@@ -82,6 +82,8 @@ class Experiment:
 DEGRADED_VALID_VOICES = ExtraSet("validation voices, telephone band + noise + reverb", "kws-tts", "valid",
                                  degrade=(("band", "telephone"), *ROOM_NOISE), seed=1)
 
+TIMGM6MB_OTHER_PITCHES = ExtraSet("TimGM6mb, pitches no split uses", "instruments-unlabeled", "timgm6mb")
+
 EXPERIMENTS = (
     Experiment("1-kws", "keyword spotting: speech synthesis -> unseen voices and real recorded digits",
                "whisper-tiny.en", "kws-tts",
@@ -89,16 +91,23 @@ EXPERIMENTS = (
                             ExtraSet("unseen voices, telephone band + noise + reverb", "kws-tts", "test",
                                     degrade=(("band", "telephone"), *ROOM_NOISE))),
                shifted_valid=DEGRADED_VALID_VOICES,
-               # real recordings of the real digits' speaker and channel (not the digits); the degraded
-               # validation voices (not the test voices)
-               unlabeled=(("real", ExtraSet("real prompts without the digits (Asterisk)", "prompts-real")),
+               # the shifted domain without its test clips: real recordings of the real digits' speaker
+               # and channel (not the digits); the degraded validation voices (not the test voices)
+               unlabeled=(("shifted", ExtraSet("real prompts without the digits (Asterisk)", "prompts-real")),
                           ("degraded", DEGRADED_VALID_VOICES))),
     Experiment("2-instruments", "instrument family: train FluidR3, test TimGM6mb", "whisper-tiny.en",
                "instruments",
                extra_tests=(ExtraSet("FluidR3, other pitches (in-domain; the validation split)", "instruments", "valid"),
                             ExtraSet("TimGM6mb + noise + reverb", "instruments", "test", degrade=ROOM_NOISE)),
                shifted_valid=ExtraSet("FluidR3 validation + noise + reverb", "instruments", "valid",
-                                      degrade=ROOM_NOISE, seed=1)),
+                                      degrade=ROOM_NOISE, seed=1),
+               # notes at pitches no split uses: TimGM6mb (the test soundfont, not the test notes), the
+               # same through noise and reverb (another seed than the test copy), FluidR3 (training's)
+               unlabeled=(("shifted", TIMGM6MB_OTHER_PITCHES),
+                          ("degraded", replace(TIMGM6MB_OTHER_PITCHES, label="TimGM6mb, pitches no split uses, "
+                                               "+ noise + reverb", degrade=ROOM_NOISE, seed=1)),
+                          ("in-domain", ExtraSet("FluidR3, pitches no split uses", "instruments-unlabeled",
+                                                 "fluidr3")))),
     Experiment("3-pitch", "pitch class: train FluidR3, test TimGM6mb", "whisper-tiny.en", "pitch"),
     Experiment("4-tagging", "multi-label instrument tagging (mAP)", "whisper-tiny.en", "tagging", task="tag"),
     Experiment("5-asr", "speech recognition, CTC on asr-tts (CER)", "whisper-tiny.en", "asr-tts", task="ctc",
@@ -141,17 +150,38 @@ EXPERIMENT_UNLABELED = "experiment:"  # + names of Experiment.unlabeled's sets: 
 
 def _unlabeled(*names: str) -> dict:
     return {"unlabeled": EXPERIMENT_UNLABELED + "+".join(names)}
+AUGMENTED_TEACHER = "+augmented-teacher"  # a method name ending so distils the probe+augment of its seed
+
+
+def teacher_probe(method: str) -> str:
+    """The reference run a teacher method distils: the probe, or the probe trained on augmented clips."""
+    return "probe+augment" if method.endswith(AUGMENTED_TEACHER) else "probe"
+
+
 # options that distil the probe's predictions (--kd 1, temperature 2): the teacher is the probe of the same seed
+# (teacher_probe names which)
 TEACHER_OPTIONS = {
     "extract+kd": {"kd": 1.0},
     "extract+kd+augment": {"kd": 1.0, "augment": DEFAULT_SPEC},
     "extract+kd+all-layers+augment": {"kd": 1.0, **_ALL_LAYERS, "augment": DEFAULT_SPEC},
     "extract+kd+augment+clean-teacher": {"kd": 1.0, "augment": DEFAULT_SPEC, **_CLEAN},
     # the same options, each step also distilling on a batch of clips without labels from the shifted domain
-    "extract+kd+augment+unlabeled": {"kd": 1.0, "augment": DEFAULT_SPEC, **_unlabeled("real")},
+    "extract+kd+augment+unlabeled": {"kd": 1.0, "augment": DEFAULT_SPEC, **_unlabeled("shifted")},
     "extract+kd+all-layers+augment+unlabeled": {"kd": 1.0, **_ALL_LAYERS, "augment": DEFAULT_SPEC,
-                                                **_unlabeled("real")},
-    "extract+kd+augment+unlabeled+degraded": {"kd": 1.0, "augment": DEFAULT_SPEC, **_unlabeled("real", "degraded")},
+                                                **_unlabeled("shifted")},
+    "extract+kd+augment+unlabeled+degraded": {"kd": 1.0, "augment": DEFAULT_SPEC,
+                                              **_unlabeled("shifted", "degraded")},
+    # unlabeled clips of the training domain only: is an in-domain gap the labelled clips' number?
+    "extract+kd+unlabeled+in-domain": {"kd": 1.0, **_unlabeled("in-domain")},
+    "extract+kd+unlabeled+shifted+in-domain": {"kd": 1.0, **_unlabeled("shifted", "in-domain")},
+    "extract+kd+augment+unlabeled+degraded+in-domain": {"kd": 1.0, "augment": DEFAULT_SPEC,
+                                                        **_unlabeled("shifted", "degraded", "in-domain")},
+    # the same, distilling the probe trained on augmented clips: a student copies its teacher's answers on
+    # degraded clips, wrong ones included, and that probe is the one that answers them better
+    "extract+kd+augment+unlabeled+degraded" + AUGMENTED_TEACHER: {"kd": 1.0, "augment": DEFAULT_SPEC,
+                                                                  **_unlabeled("shifted", "degraded")},
+    "extract+kd+augment+unlabeled+degraded+in-domain" + AUGMENTED_TEACHER: {
+        "kd": 1.0, "augment": DEFAULT_SPEC, **_unlabeled("shifted", "degraded", "in-domain")},
 }
 # extraction methods: the ExtractConfig fields each changes from the protocol's extraction
 # (make robustness compares them; distillation weight 10 of the head-mix MSE, augmentation
@@ -304,7 +334,7 @@ def run_job(job: Job, root: str, data_root: str, protocol: Protocol, experiments
     if job.method in OPTIONS or job.method == SHIFTED_VALID:
         cfg = replace(cfg, **OPTIONS.get(job.method, {}))
         if job.method in TEACHER_OPTIONS:
-            cfg = replace(cfg, teacher=str(Job("probe", exp.name, job.seed).out(root)))
+            cfg = replace(cfg, teacher=str(Job(teacher_probe(job.method), exp.name, job.seed).out(root)))
         if cfg.unlabeled.startswith(EXPERIMENT_UNLABELED):
             cfg = replace(cfg, unlabeled=str(unlabeled_manifest(exp, cfg.unlabeled, data_root)))
         m = extract_setting(exp.backbone, *data, cfg, out, **common)

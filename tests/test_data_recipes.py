@@ -98,7 +98,7 @@ def test_missing_soundfont_names_the_apt_command(tmp_path, monkeypatch):
     monkeypatch.setitem(gm.SOUNDFONTS, "test", (str(tmp_path / "TimGM6mb.sf2"), "timgm6mb-soundfont", "GPL"))
     if not Path(gm.SOUNDFONTS["train"][0]).exists():
         pytest.skip("fluid-soundfont-gm is not installed")
-    for name in ("instruments", "pitch", "tagging"):
+    for name in ("instruments", "instruments-unlabeled", "pitch", "tagging"):
         with pytest.raises(ToolMissing, match=r"(?s)TimGM6mb.sf2 is not installed.*apt-get install -y timgm6mb-soundfont"):
             build_recipe(name, tmp_path / "out", size="tiny", progress=False)
         assert not (tmp_path / "out").exists()  # checked before any work; nothing left behind
@@ -190,3 +190,20 @@ def test_prompts_real_are_the_prompts_without_the_digits(tmp_path):
     assert ds.checked.rates[0] == 8000
     with pytest.raises(ToolMissing, match="asterisk-core-sounds-en-wav"):
         prompts_real.build(DatasetWriter(tmp_path / "o", "prompts-real", 0, "tiny"), 0, "tiny", False, root=tmp_path)
+
+
+def test_instruments_unlabeled_are_notes_no_instruments_split_has(tmp_path):
+    from subnet.data.recipes import instruments, instruments_unlabeled
+    for size in instruments.PITCHES:  # at every size, pitches no split of instruments renders
+        assert not set(instruments_unlabeled.UNUSED_PITCHES[size][0]) & instruments_unlabeled.used_pitches(size)
+    m = build("instruments-unlabeled", tmp_path / "u")
+    rows = [json.loads(line) for line in m.read_text().splitlines()]
+    assert {r["split"] for r in rows} == set(instruments_unlabeled.SPLITS)
+    assert {r["split"]: r["soundfont"] for r in rows} == {"fluidr3": "FluidR3_GM.sf2", "timgm6mb": "TimGM6mb.sf2"}
+    labelled = [json.loads(line) for line in build("instruments", tmp_path / "i").read_text().splitlines()]
+    notes = {(r["soundfont"], r["program"], r["pitch"]) for r in labelled}
+    assert rows and not notes & {(r["soundfont"], r["program"], r["pitch"]) for r in rows}
+    # the same programs, each moved to its register as instruments does (basses two octaves down)
+    assert {r["program"] for r in rows} == {r["program"] for r in labelled}
+    assert all(r["pitch"] == 62 + gm.register_shift(r["program"]) and r["label"] == gm.family(r["program"])
+               for r in rows)

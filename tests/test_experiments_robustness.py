@@ -108,13 +108,34 @@ def test_long_plan():
                for j in jobs)
     # methods that distil on clips without labels: only for an experiment that has some
     assert robustness.UNLABELED and set(robustness.UNLABELED) <= set(robustness.LONG_METHODS)
-    clips = (("real", ExtraSet("real clips", "toy")), ("degraded", ExtraSet("noisy clips", "toy", "valid")))
+    clips = (("shifted", ExtraSet("far clips", "toy")), ("degraded", ExtraSet("noisy clips", "toy", "valid")),
+             ("in-domain", ExtraSet("near clips", "toy", "train")))
     with_clips = Experiment("toy", "a toy", "bb", "toy", extra_tests=exp.extra_tests, unlabeled=clips)
-    assert [j.method for j in robustness.plan_long([with_clips], Protocol(seeds=(0,)))] == [
-        "probe", "probe+augment", *robustness.LONG_METHODS]
-    only_real = Experiment("toy", "a toy", "bb", "toy", extra_tests=exp.extra_tests, unlabeled=clips[:1])
-    planned = {j.method for j in robustness.plan_long([only_real], Protocol(seeds=(0,)))}
+    jobs = robustness.plan_long([with_clips], Protocol(seeds=(0,)))
+    assert [j.method for j in jobs] == ["probe", "probe+augment", *robustness.LONG_METHODS]
+    # a method distilling the augmented probe waits for it, and --methods keeps that probe
+    augmented = [j for j in jobs if j.method.endswith(runner.AUGMENTED_TEACHER)]
+    assert augmented and all(j.deps == (Job("probe+augment", "toy", 0),) for j in augmented)
+    chosen = robustness.select(jobs, [augmented[0].method])
+    assert [j.method for j in chosen] == ["probe", "probe+augment", augmented[0].method]
+    assert [j.method for j in robustness.select(jobs, ["extract+kd"])] == ["probe", "extract+kd"]
+    only_shifted = Experiment("toy", "a toy", "bb", "toy", extra_tests=exp.extra_tests, unlabeled=clips[:1])
+    planned = {j.method for j in robustness.plan_long([only_shifted], Protocol(seeds=(0,)))}
     assert "extract+kd+augment+unlabeled" in planned and "extract+kd+augment+unlabeled+degraded" not in planned
+    assert "extract+kd+unlabeled+in-domain" not in planned
+
+
+def test_unlabeled_sets_are_never_a_test_set():
+    """An experiment's clips without labels come from other recipes or splits than anything it is
+    tested on (a degraded copy of a split counts as that split), and every method's sets exist for
+    both experiments that have any."""
+    for e in EXPERIMENTS:
+        tested = {(e.recipe, "test"), *((x.recipe, x.split) for x in e.extra_tests)}
+        assert not tested & {(x.recipe, x.split) for _, x in e.unlabeled}, e.name
+    having = [e for e in EXPERIMENTS if e.unlabeled]
+    assert [e.name for e in having] == ["1-kws", "2-instruments"]
+    assert dict(having[1].unlabeled).keys() >= {"shifted", "degraded", "in-domain"}
+    assert all(robustness._has_unlabeled(having[1], m) for m in robustness.UNLABELED)
 
 
 def test_unlabeled_manifest_joins_the_named_sets(tmp_path):

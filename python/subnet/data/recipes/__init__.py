@@ -9,7 +9,7 @@ is missing. One module per recipe; importing this package registers them all.
 """
 from __future__ import annotations
 
-from . import asr_tts, digits_real, instruments, kws_tts, pitch, prompts_real, tagging  # noqa: F401  (registers)
+from . import asr_tts, digits_real, instruments, instruments_unlabeled, kws_tts, pitch, prompts_real, tagging  # noqa: F401  (registers)
 from .registry import RECIPES, SIZES, Recipe, build_recipe, register
 from .tools import ToolMissing
 

@@ -19,7 +19,7 @@ SOUNDFONTS = {  # split -> (file, Debian package, licence)
     "train": ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "fluid-soundfont-gm", "MIT (Fluid R3 GM soundfont, Frank Wen)"),
     "test": ("/usr/share/sounds/sf2/TimGM6mb.sf2", "timgm6mb-soundfont", "GPL-2.0-or-later (TimGM6mb soundfont, Tim Brechbill)"),
 }
-SOUNDFONTS["valid"] = SOUNDFONTS["train"]
+SAME_FONT = {"valid": "train", "fluidr3": "train", "timgm6mb": "test"}  # other splits -> the split whose font they use
 PACKAGES = ("fluidsynth", "fluid-soundfont-gm", "timgm6mb-soundfont")
 SAMPLE_RATE = 16000
 
@@ -38,7 +38,7 @@ def register_shift(program: int) -> int:
 
 def soundfont(split: str) -> tuple[Path, str, str]:
     """(path, package, licence) of the soundfont for ``split``; ToolMissing if absent."""
-    path, package, licence = SOUNDFONTS[split]
+    path, package, licence = SOUNDFONTS[SAME_FONT.get(split, split)]
     return require_file(path, package), package, licence
 
 

@@ -31,11 +31,13 @@ def programs(seed: int, size: str) -> list[int]:
     return [8 * f + int(rng.integers(8)) for f in range(16)]
 
 
-def build_notes(writer, seed: int, size: str, progress: bool, label_of, name: str, progs, pitches_of) -> None:
-    """Render one note per (program, pitch, velocity) per split and write it labelled
-    ``label_of(program, pitch)``. Shared with the ``pitch`` recipe."""
+def build_notes(writer, seed: int, size: str, progress: bool, label_of, name: str, progs, pitches_of,
+                splits=("train", "valid", "test"), in_register: bool = True) -> None:
+    """Render one note per (program, pitch, velocity) per split, with the split's soundfont, and
+    write it labelled ``label_of(program, key)``; ``in_register`` moves each program to its
+    register. Shared with the ``pitch`` and ``instruments-unlabeled`` recipes."""
     rng = np.random.default_rng([seed, 4])
-    fonts = {split: soundfont(split) for split in ("train", "valid", "test")}  # all found before any work
+    fonts = {split: soundfont(split) for split in splits}  # all found before any work
     require_binary("fluidsynth", "fluidsynth")
     for split, (sf, package, licence) in fonts.items():
         pitches, velocities = pitches_of(size, split)
@@ -43,7 +45,7 @@ def build_notes(writer, seed: int, size: str, progress: bool, label_of, name: st
         for p in progs(split):
             for pitch in pitches:
                 for vel in velocities:
-                    key = min(127, max(0, pitch + register_shift(p))) if name == "instruments" else pitch
+                    key = min(127, max(0, pitch + register_shift(p))) if in_register else pitch
                     specs.append((p, key, int(np.clip(vel + rng.integers(-8, 9), 1, 127))))
         slots = [[Note(0.0, NOTE, p, key, vel)] for p, key, vel in specs]
         clips = render_slots(slots, sf, SLOT, CLIP)

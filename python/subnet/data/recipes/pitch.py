@@ -35,5 +35,5 @@ def build(writer, seed: int, size: str, progress: bool) -> dict:
                 "valid": [p for p in progs if split_of[p] == "valid"], "test": progs}
     pitches = list(RANGES[size])
     build_notes(writer, seed, size, progress, lambda p, k: pitch_label(k), "pitch", by_split.__getitem__,
-                lambda size, split: (pitches, [100]))
+                lambda size, split: (pitches, [100]), in_register=False)
     return {"sample_rate": SAMPLE_RATE, "programs": by_split, "pitches": [pitch_label(k) for k in pitches]}
