@@ -13,8 +13,10 @@ docs/RESULTS.md between <!-- robustness --> and <!-- /robustness -->.
 
 `--long [N]` asks whether longer training closes the gap: the probes and LONG_METHODS at t = 0.4
 with N x the steps (default 4), under OUT/robustness-Nx, into the doc's <!-- robustness-Nx -->
-table. Methods that distil on clips without labels run only where the experiment has those sets
-(`Experiment.unlabeled`).
+table (`--target T` another size than t = 0.4: its rows are added to the others). Methods that
+distil on clips without labels run only where the experiment has those sets
+(`Experiment.unlabeled`). `--methods` and `--experiments` train only those; the doc keeps the
+other rows.
 """
 from __future__ import annotations
 
@@ -63,13 +65,13 @@ def plan(experiments, protocol: Protocol) -> list[Job]:
     return jobs
 
 
-def plan_long(experiments, protocol: Protocol) -> list[Job]:
-    """--long's runs (give it the protocol with the longer steps): probes and LONG_METHODS at LONG_TARGET."""
+def plan_long(experiments, protocol: Protocol, target: float = LONG_TARGET) -> list[Job]:
+    """--long's runs (give it the protocol with the longer steps): probes and LONG_METHODS at `target`."""
     jobs = []
     for exp in experiments:
         for seed in protocol.seeds:
             jobs += [Job(p, exp.name, seed) for p in PROBES]
-            jobs += [Job(m, exp.name, seed, LONG_TARGET, _teacher(m, exp.name, seed)) for m in LONG_METHODS
+            jobs += [Job(m, exp.name, seed, target, _teacher(m, exp.name, seed)) for m in LONG_METHODS
                      if m not in UNLABELED or _has_unlabeled(exp, m)]
     return jobs
 
@@ -104,8 +106,9 @@ def table(exp, runs: list[dict]) -> str:
     sets = ["test"] + [x.label for x in exp.extra_tests]
     head = ("| method | t | removed | " + " | ".join(sets) + " | train s |", "|---" * (len(sets) + 4) + "|")
     rows, counts = [], set()
+    targets = sorted({m["t"] for m in runs if m.get("t") is not None}, reverse=True)  # (the sizes there are runs of)
     for method in METHODS:
-        for t in (None,) if method in PROBES else TARGETS:
+        for t in (None,) if method in PROBES else targets:
             ms = [m for m in runs if m.get("method") == method and (t is None or m.get("t") == t)]
             if not ms:
                 continue
@@ -129,9 +132,9 @@ def _row_key(line: str) -> tuple[str, str] | None:
     return (cells[0], cells[1]) if line.startswith("| ") and cells[0] in METHODS else None
 
 
-def _order(key: tuple[str, str]) -> tuple[int, int]:
+def _order(key: tuple[str, str]) -> tuple[int, float]:
     method, t = key
-    return METHODS.index(method), (-1 if t == "-" else [f"{x:g}" for x in TARGETS].index(t))
+    return METHODS.index(method), (-1.0 if t == "-" else -float(t))  # larger sizes first
 
 
 def merge_rows(old: str, new: str) -> str:
@@ -188,8 +191,20 @@ def main(argv=None) -> int:
                    help=f"instead: every run (probes too) with N x the steps (default {LONG}), at t={LONG_TARGET:g}, "
                         f"methods {', '.join(LONG_METHODS)}; runs under OUT/robustness-Nx, into the doc's table "
                         "between <!-- robustness-Nx --> and <!-- /robustness-Nx -->")
+    p.add_argument("--target", type=float, default=LONG_TARGET, metavar="T",
+                   help=f"with --long: the extractions' size target t (default {LONG_TARGET:g}); the table gets a row "
+                        "per method and t")
+    shifted = [e.name for e in EXPERIMENTS if e.extra_tests]
+    p.add_argument("--experiments", nargs="+", choices=shifted, metavar="NAME",
+                   help=f"run only these experiments (default: all of {', '.join(shifted)}); the doc keeps the others' "
+                        "tables' rows")
     args = p.parse_args(argv)
-    exps = [e for e in EXPERIMENTS if e.extra_tests]
+    exps = [e for e in EXPERIMENTS if e.extra_tests]  # (every table is written; only the chosen ones train)
+    chosen = args.experiments or shifted
+    if args.target != LONG_TARGET and not args.long:
+        p.error("--target T: only with --long (the 300-step table is at t = " + ", ".join(f"{t:g}" for t in TARGETS) + ")")
+    if not 0 < args.target < 1:
+        p.error(f"--target T: the fraction of the encoder's cost to keep, between 0 and 1, not {args.target:g}")
     protocol = Protocol() if not args.seeds else Protocol(seeds=tuple(args.seeds))
     root, data_root, markers = Path(args.out) / "robustness", Path(args.out) / "data", MARKERS
     jobs = plan(exps, protocol)
@@ -198,15 +213,17 @@ def main(argv=None) -> int:
             p.error(f"--long N: N is a number of times the protocol's steps, >= 1, not {args.long}")
         protocol = replace(protocol, steps=args.long * protocol.steps, eval_every=args.long * protocol.eval_every)
         root, markers = Path(args.out) / f"robustness-{args.long}x", long_markers(args.long)
-        jobs = plan_long(exps, protocol)
+        jobs = plan_long(exps, protocol, args.target)
     if args.methods:
         jobs = select(jobs, args.methods)
     if not args.table_only:
-        prepare_data(exps, data_root, protocol.data_size)
-        run_jobs(jobs, root, data_root, protocol, exps, args.workers)
+        trained = [e for e in exps if e.name in chosen]
+        prepare_data(trained, data_root, protocol.data_size)
+        run_jobs([j for j in jobs if j.exp in chosen], root, data_root, protocol, trained, args.workers)
     text = "\n".join(table(e, [m for j in jobs if j.exp == e.name and (m := load_metrics(j, root))]) for e in exps)
     print(text)
-    if update_doc(Path(args.doc), text, keep_other_rows=bool(args.methods), markers=markers):
+    partial = bool(args.methods or args.experiments) or args.target != LONG_TARGET  # the doc keeps the other rows
+    if update_doc(Path(args.doc), text, keep_other_rows=partial, markers=markers):
         print(f"robustness: {args.doc} updated")
     else:
         print(f"robustness: {args.doc} has no {markers[0]} ... {markers[1]} section: the table is printed only")

@@ -97,6 +97,12 @@ def test_plan_and_table(tmp_path):
                     for _ in ((0,) if m in robustness.PROBES else robustness.TARGETS)]
     assert merged.count(robustness.MARKERS[0]) == 1 and merged.endswith("b\n")
 
+    # another size (--long --target 0.44): its own row, after the larger t, the t = 0.4 row kept
+    other = [dict(r, t=0.44) for r in runs if r["method"] == "extract+kd" and r["t"] == 0.4]
+    assert robustness.update_doc(doc, robustness.table(exp, other), keep_other_rows=True)
+    kd_rows = [line.split("|")[2].strip() for line in doc.read_text().splitlines() if line.startswith("| extract+kd |")]
+    assert kd_rows == ["0.6", "0.44", "0.4"]
+
 
 def test_long_plan():
     exp = Experiment("toy", "a toy", "bb", "toy", extra_tests=(ExtraSet("far", "toy", "test"),))
@@ -152,3 +158,22 @@ def test_unlabeled_manifest_joins_the_named_sets(tmp_path):
         (data / "b" / "clips" / f"{i}.wav").resolve() for i in range(2)]
     with pytest.raises(ValueError, match="no unlabeled set three .*it has: one, two"):
         runner.unlabeled_manifest(exp, runner.EXPERIMENT_UNLABELED + "one+three", data)
+
+
+def test_target_needs_long_and_a_fraction(capsys):
+    for argv, message in ((["--target", "0.45", "--table-only"], "only with --long"),
+                          (["--long", "--target", "1.5", "--table-only"], "between 0 and 1")):
+        with pytest.raises(SystemExit):
+            robustness.main(argv)
+        assert message in capsys.readouterr().err
+
+
+def test_experiments_option_trains_only_those(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(robustness, "prepare_data", lambda exps, *a: seen.setdefault("data", [e.name for e in exps]))
+    monkeypatch.setattr(robustness, "run_jobs", lambda jobs, *a, **k: seen.setdefault("jobs", jobs))
+    robustness.main(["--out", str(tmp_path), "--doc", str(tmp_path / "none.md"), "--long", "--target", "0.44",
+                     "--experiments", "2-instruments", "--methods", "extract+kd"])
+    assert seen["data"] == ["2-instruments"]
+    assert {(j.exp, j.method, j.t) for j in seen["jobs"]} == {("2-instruments", "probe", None),
+                                                              ("2-instruments", "extract+kd", 0.44)}
