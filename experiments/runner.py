@@ -51,9 +51,14 @@ class ExtraSet:
     keep: tuple = ()  # (field, value) pairs a clip must have
     degrade: tuple = ()  # data.degrade.degrade_config keyword pairs; () = the clips as recorded
     seed: int = 0
+    size: str | None = None  # the recipe's size; None: the protocol's (the experiments' data)
 
     def manifest(self, data_root: Path) -> Path:
         return data_root / "test-sets" / slug(self.label) / "manifest.jsonl"
+
+    def folder(self, data_root: Path) -> Path:
+        """Where its recipe is built: DATA/<recipe>, or DATA/<recipe>-<size> at another size."""
+        return data_root / (self.recipe if self.size is None else f"{self.recipe}-{self.size}")
 
 
 def slug(text: str) -> str:
@@ -107,7 +112,13 @@ EXPERIMENTS = (
                           ("degraded", replace(TIMGM6MB_OTHER_PITCHES, label="TimGM6mb, pitches no split uses, "
                                                "+ noise + reverb", degrade=ROOM_NOISE, seed=1)),
                           ("in-domain", ExtraSet("FluidR3, pitches no split uses", "instruments-unlabeled",
-                                                 "fluidr3")))),
+                                                 "fluidr3")),
+                          # 3.2x the clips: the full size's 8 pitches x 2 velocities (none a valid or test
+                          # pitch of the small size the experiments use; 55 and 67 are training pitches)
+                          ("shifted-full", replace(TIMGM6MB_OTHER_PITCHES, label="TimGM6mb, pitches no split uses "
+                                                   "(full size)", size="full")),
+                          ("in-domain-full", ExtraSet("FluidR3, pitches no split uses (full size)",
+                                                      "instruments-unlabeled", "fluidr3", size="full")))),
     Experiment("3-pitch", "pitch class: train FluidR3, test TimGM6mb", "whisper-tiny.en", "pitch"),
     Experiment("4-tagging", "multi-label instrument tagging (mAP)", "whisper-tiny.en", "tagging", task="tag"),
     Experiment("5-asr", "speech recognition, CTC on asr-tts (CER)", "whisper-tiny.en", "asr-tts", task="ctc",
@@ -174,6 +185,7 @@ TEACHER_OPTIONS = {
     # unlabeled clips of the training domain only: is an in-domain gap the labelled clips' number?
     "extract+kd+unlabeled+in-domain": {"kd": 1.0, **_unlabeled("in-domain")},
     "extract+kd+unlabeled+shifted+in-domain": {"kd": 1.0, **_unlabeled("shifted", "in-domain")},
+    "extract+kd+unlabeled+shifted-full+in-domain-full": {"kd": 1.0, **_unlabeled("shifted-full", "in-domain-full")},
     "extract+kd+augment+unlabeled+degraded+in-domain": {"kd": 1.0, "augment": DEFAULT_SPEC,
                                                         **_unlabeled("shifted", "degraded", "in-domain")},
     # the same, distilling the probe trained on augmented clips: a student copies its teacher's answers on
@@ -242,12 +254,14 @@ def prepare_data(experiments, data_root: Path, size: str = "small") -> None:
     """Build every recipe the experiments need (skipped when present), and the filtered
     manifests of the extra test sets."""
     from subnet.data.recipes.registry import build_recipe
-    needed = ({e.recipe for e in experiments} | {x.recipe for e in experiments for x in e.extra_tests}
-              | {x.recipe for e in experiments for _, x in e.unlabeled})
-    for recipe in sorted(needed):
-        if not (data_root / recipe / "manifest.jsonl").is_file():
-            print(f"results: building dataset {recipe} ({size}) under {data_root / recipe}", flush=True)
-            build_recipe(recipe, data_root / recipe, seed=0, size=size, overwrite=True)
+    sets = [x for e in experiments for x in (*e.extra_tests, *(x for _, x in e.unlabeled))]
+    needed = {ExtraSet(e.recipe, e.recipe) for e in experiments} | {ExtraSet(x.recipe, x.recipe, size=x.size)
+                                                                      for x in sets}
+    for x in sorted(needed, key=lambda x: (x.recipe, x.size or "")):
+        folder = x.folder(data_root)
+        if not (folder / "manifest.jsonl").is_file():
+            print(f"results: building dataset {x.recipe} ({x.size or size}) under {folder}", flush=True)
+            build_recipe(x.recipe, folder, seed=0, size=x.size or size, overwrite=True)
     for e in experiments:
         for x in (*e.extra_tests, *([e.shifted_valid] if e.shifted_valid else []), *(x for _, x in e.unlabeled)):
             prepare_test_set(x, data_root)
@@ -260,7 +274,7 @@ def prepare_test_set(x: ExtraSet, data_root: Path) -> Path:
     out = x.manifest(data_root)
     if out.is_file():
         return out
-    src = data_root / x.recipe / "manifest.jsonl"
+    src = x.folder(data_root) / "manifest.jsonl"
     if x.degrade:
         if x.keep:
             raise ValueError(f"test set {x.label!r}: a degraded copy takes a whole split (no keep filter)")

@@ -196,6 +196,9 @@ def test_instruments_unlabeled_are_notes_no_instruments_split_has(tmp_path):
     from subnet.data.recipes import instruments, instruments_unlabeled
     for size in instruments.PITCHES:  # at every size, pitches no split of instruments renders
         assert not set(instruments_unlabeled.UNUSED_PITCHES[size][0]) & instruments_unlabeled.used_pitches(size)
+    # the full size's notes are no valid or test note of the small size either (experiment 2 mixes them)
+    small = instruments.PITCHES["small"]
+    assert not set(instruments_unlabeled.UNUSED_PITCHES["full"][0]) & {*small["valid"][0], *small["test"][0]}
     m = build("instruments-unlabeled", tmp_path / "u")
     rows = [json.loads(line) for line in m.read_text().splitlines()]
     assert {r["split"] for r in rows} == set(instruments_unlabeled.SPLITS)

@@ -115,7 +115,8 @@ def test_long_plan():
     # methods that distil on clips without labels: only for an experiment that has some
     assert robustness.UNLABELED and set(robustness.UNLABELED) <= set(robustness.LONG_METHODS)
     clips = (("shifted", ExtraSet("far clips", "toy")), ("degraded", ExtraSet("noisy clips", "toy", "valid")),
-             ("in-domain", ExtraSet("near clips", "toy", "train")))
+             ("in-domain", ExtraSet("near clips", "toy", "train")), ("shifted-full", ExtraSet("more far", "big")),
+             ("in-domain-full", ExtraSet("more near", "big", "train")))
     with_clips = Experiment("toy", "a toy", "bb", "toy", extra_tests=exp.extra_tests, unlabeled=clips)
     jobs = robustness.plan_long([with_clips], Protocol(seeds=(0,)))
     assert [j.method for j in jobs] == ["probe", "probe+augment", *robustness.LONG_METHODS]
@@ -177,3 +178,21 @@ def test_experiments_option_trains_only_those(tmp_path, monkeypatch):
     assert seen["data"] == ["2-instruments"]
     assert {(j.exp, j.method, j.t) for j in seen["jobs"]} == {("2-instruments", "probe", None),
                                                               ("2-instruments", "extract+kd", 0.44)}
+
+
+def test_a_set_of_another_size_is_built_beside(tmp_path, monkeypatch):
+    from subnet.data.recipes import registry
+    built = []
+
+    def fake_build(recipe, out, seed, size, overwrite):
+        built.append((recipe, Path(out).name, size))
+        Path(out).mkdir(parents=True)
+        (Path(out) / "manifest.jsonl").write_text(json.dumps({"path": "a.wav", "label": "x", "split": "s"}) + "\n")
+
+    monkeypatch.setattr(registry, "build_recipe", fake_build)
+    exp = Experiment("toy", "a toy", "bb", "toy", unlabeled=(("more", ExtraSet("more clips", "extra", "s", size="full")),
+                                                             ("some", ExtraSet("some clips", "extra", "s"))))
+    runner.prepare_data([exp], tmp_path, "small")
+    assert sorted(built) == [("extra", "extra", "small"), ("extra", "extra-full", "full"), ("toy", "toy", "small")]
+    rows = [json.loads(line) for line in exp.unlabeled[0][1].manifest(tmp_path).read_text().splitlines()]
+    assert rows[0]["path"] == str((tmp_path / "extra-full" / "a.wav").resolve())
