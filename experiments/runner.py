@@ -118,7 +118,10 @@ EXPERIMENTS = (
                           ("shifted-full", replace(TIMGM6MB_OTHER_PITCHES, label="TimGM6mb, pitches no split uses "
                                                    "(full size)", size="full")),
                           ("in-domain-full", ExtraSet("FluidR3, pitches no split uses (full size)",
-                                                      "instruments-unlabeled", "fluidr3", size="full")))),
+                                                      "instruments-unlabeled", "fluidr3", size="full")),
+                          ("degraded-full", replace(TIMGM6MB_OTHER_PITCHES, label="TimGM6mb, pitches no split uses "
+                                                    "(full size), + noise + reverb", size="full", degrade=ROOM_NOISE,
+                                                    seed=1)))),
     Experiment("3-pitch", "pitch class: train FluidR3, test TimGM6mb", "whisper-tiny.en", "pitch"),
     Experiment("4-tagging", "multi-label instrument tagging (mAP)", "whisper-tiny.en", "tagging", task="tag"),
     Experiment("5-asr", "speech recognition, CTC on asr-tts (CER)", "whisper-tiny.en", "asr-tts", task="ctc",
@@ -188,6 +191,8 @@ TEACHER_OPTIONS = {
     "extract+kd+unlabeled+shifted-full+in-domain-full": {"kd": 1.0, **_unlabeled("shifted-full", "in-domain-full")},
     "extract+kd+augment+unlabeled+degraded+in-domain": {"kd": 1.0, "augment": DEFAULT_SPEC,
                                                         **_unlabeled("shifted", "degraded", "in-domain")},
+    "extract+kd+augment+unlabeled-full+degraded+in-domain": {
+        "kd": 1.0, "augment": DEFAULT_SPEC, **_unlabeled("shifted-full", "degraded-full", "in-domain-full")},
     # the same, distilling the probe trained on augmented clips: a student copies its teacher's answers on
     # degraded clips, wrong ones included, and that probe is the one that answers them better
     "extract+kd+augment+unlabeled+degraded" + AUGMENTED_TEACHER: {"kd": 1.0, "augment": DEFAULT_SPEC,

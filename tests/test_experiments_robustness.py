@@ -116,7 +116,8 @@ def test_long_plan():
     assert robustness.UNLABELED and set(robustness.UNLABELED) <= set(robustness.LONG_METHODS)
     clips = (("shifted", ExtraSet("far clips", "toy")), ("degraded", ExtraSet("noisy clips", "toy", "valid")),
              ("in-domain", ExtraSet("near clips", "toy", "train")), ("shifted-full", ExtraSet("more far", "big")),
-             ("in-domain-full", ExtraSet("more near", "big", "train")))
+             ("in-domain-full", ExtraSet("more near", "big", "train")),
+             ("degraded-full", ExtraSet("more noisy", "big", "valid")))
     with_clips = Experiment("toy", "a toy", "bb", "toy", extra_tests=exp.extra_tests, unlabeled=clips)
     jobs = robustness.plan_long([with_clips], Protocol(seeds=(0,)))
     assert [j.method for j in jobs] == ["probe", "probe+augment", *robustness.LONG_METHODS]
