@@ -164,6 +164,8 @@ EXPERIMENT_UNLABELED = "experiment:"  # + names of Experiment.unlabeled's sets: 
 
 def _unlabeled(*names: str) -> dict:
     return {"unlabeled": EXPERIMENT_UNLABELED + "+".join(names)}
+
+
 AUGMENTED_TEACHER = "+augmented-teacher"  # a method name ending so distils the probe+augment of its seed
 
 

@@ -194,8 +194,9 @@ def test_prompts_real_are_the_prompts_without_the_digits(tmp_path):
 
 def test_instruments_unlabeled_are_notes_no_instruments_split_has(tmp_path):
     from subnet.data.recipes import instruments, instruments_unlabeled
-    for size in instruments.PITCHES:  # at every size, pitches no split of instruments renders
-        assert not set(instruments_unlabeled.UNUSED_PITCHES[size][0]) & instruments_unlabeled.used_pitches(size)
+    for size, splits in instruments.PITCHES.items():  # at every size, pitches no split of instruments renders
+        used = {p for pitches, _ in splits.values() for p in pitches}
+        assert not set(instruments_unlabeled.UNUSED_PITCHES[size][0]) & used
     # the full size's notes are no valid or test note of the small size either (experiment 2 mixes them)
     small = instruments.PITCHES["small"]
     assert not set(instruments_unlabeled.UNUSED_PITCHES["full"][0]) & {*small["valid"][0], *small["test"][0]}

@@ -9,7 +9,7 @@ labelled. Each clip keeps its family ``label`` (unused by ``--unlabeled``) and i
 from __future__ import annotations
 
 from .gm import PACKAGES, SAMPLE_RATE, family
-from .instruments import CLIP, NOTE, PITCHES, build_notes, programs
+from .instruments import CLIP, NOTE, build_notes, programs
 from .registry import register
 
 SPLITS = ("fluidr3", "timgm6mb")  # split = the soundfont it is rendered with
@@ -18,11 +18,6 @@ UNUSED_PITCHES = {  # size -> (pitches no split of instruments' same size uses, 
     "small": ([46, 53, 58, 65, 70], [100]),
     "full": ([43, 47, 55, 59, 67, 71, 79, 83], [70, 110]),
 }
-
-
-def used_pitches(size: str) -> set[int]:
-    """Every pitch some split of ``instruments`` renders at ``size``."""
-    return {p for pitches, _ in PITCHES[size].values() for p in pitches}
 
 
 @register("instruments-unlabeled", "the notes of instruments at pitches no split of it uses, with FluidR3 (split "
