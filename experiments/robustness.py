@@ -13,7 +13,8 @@ docs/RESULTS.md between <!-- robustness --> and <!-- /robustness -->.
 
 `--long [N]` asks whether longer training closes the gap: the probes and LONG_METHODS at t = 0.4
 with N x the steps (default 4), under OUT/robustness-Nx, into the doc's <!-- robustness-Nx -->
-table (`--target T` another size than t = 0.4: its rows are added to the others). Methods that
+table (`--target T` another size than t = 0.4: its rows are added to the others, and a `--long`
+invocation keeps the rows it does not rewrite). Methods that
 distil on clips without labels run only where the experiment has those sets
 (`Experiment.unlabeled`). `--methods` and `--experiments` train only those; the doc keeps the
 other rows.
@@ -191,7 +192,7 @@ def main(argv=None) -> int:
                    help=f"instead: every run (probes too) with N x the steps (default {LONG}), at t={LONG_TARGET:g}, "
                         f"methods {', '.join(LONG_METHODS)}; runs under OUT/robustness-Nx, into the doc's table "
                         "between <!-- robustness-Nx --> and <!-- /robustness-Nx -->")
-    p.add_argument("--target", type=float, default=LONG_TARGET, metavar="T",
+    p.add_argument("--target", type=float, metavar="T",
                    help=f"with --long: the extractions' size target t (default {LONG_TARGET:g}); the table gets a row "
                         "per method and t")
     shifted = [e.name for e in EXPERIMENTS if e.extra_tests]
@@ -201,10 +202,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     exps = [e for e in EXPERIMENTS if e.extra_tests]  # (every table is written; only the chosen ones train)
     chosen = args.experiments or shifted
-    if args.target != LONG_TARGET and not args.long:
+    if args.target is not None and not args.long:
         p.error("--target T: only with --long (the 300-step table is at t = " + ", ".join(f"{t:g}" for t in TARGETS) + ")")
-    if not 0 < args.target < 1:
-        p.error(f"--target T: the fraction of the encoder's cost to keep, between 0 and 1, not {args.target:g}")
+    target = LONG_TARGET if args.target is None else args.target
+    if not 0 < target < 1:
+        p.error(f"--target T: the fraction of the encoder's cost to keep, between 0 and 1, not {target:g}")
     protocol = Protocol() if not args.seeds else Protocol(seeds=tuple(args.seeds))
     root, data_root, markers = Path(args.out) / "robustness", Path(args.out) / "data", MARKERS
     jobs = plan(exps, protocol)
@@ -213,7 +215,7 @@ def main(argv=None) -> int:
             p.error(f"--long N: N is a number of times the protocol's steps, >= 1, not {args.long}")
         protocol = replace(protocol, steps=args.long * protocol.steps, eval_every=args.long * protocol.eval_every)
         root, markers = Path(args.out) / f"robustness-{args.long}x", long_markers(args.long)
-        jobs = plan_long(exps, protocol, args.target)
+        jobs = plan_long(exps, protocol, target)
     if args.methods:
         jobs = select(jobs, args.methods)
     if not args.table_only:
@@ -222,7 +224,8 @@ def main(argv=None) -> int:
         run_jobs([j for j in jobs if j.exp in chosen], root, data_root, protocol, trained, args.workers)
     text = "\n".join(table(e, [m for j in jobs if j.exp == e.name and (m := load_metrics(j, root))]) for e in exps)
     print(text)
-    partial = bool(args.methods or args.experiments) or args.target != LONG_TARGET  # the doc keeps the other rows
+    # the doc keeps the rows this invocation does not rewrite: other methods, experiments, or (--long) sizes
+    partial = bool(args.methods or args.experiments or args.long)
     if update_doc(Path(args.doc), text, keep_other_rows=partial, markers=markers):
         print(f"robustness: {args.doc} updated")
     else:

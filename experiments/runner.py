@@ -87,7 +87,16 @@ class Experiment:
 DEGRADED_VALID_VOICES = ExtraSet("validation voices, telephone band + noise + reverb", "kws-tts", "valid",
                                  degrade=(("band", "telephone"), *ROOM_NOISE), seed=1)
 
-TIMGM6MB_OTHER_PITCHES = ExtraSet("TimGM6mb, pitches no split uses", "instruments-unlabeled", "timgm6mb")
+
+
+def other_pitches(split: str, size: str | None = None, degraded: bool = False) -> ExtraSet:
+    """instruments-unlabeled's notes of one soundfont (split timgm6mb or fluidr3), optionally at
+    another size, optionally through noise and a room (seed 1: not the test copy's draw)."""
+    label = ({"timgm6mb": "TimGM6mb", "fluidr3": "FluidR3"}[split] + ", pitches no split uses"
+             + (f" ({size} size)" if size else "") + (", + noise + reverb" if degraded else ""))
+    return ExtraSet(label, "instruments-unlabeled", split, degrade=ROOM_NOISE if degraded else (),
+                    seed=1 if degraded else 0, size=size)
+
 
 EXPERIMENTS = (
     Experiment("1-kws", "keyword spotting: speech synthesis -> unseen voices and real recorded digits",
@@ -108,20 +117,13 @@ EXPERIMENTS = (
                                       degrade=ROOM_NOISE, seed=1),
                # notes at pitches no split uses: TimGM6mb (the test soundfont, not the test notes), the
                # same through noise and reverb (another seed than the test copy), FluidR3 (training's)
-               unlabeled=(("shifted", TIMGM6MB_OTHER_PITCHES),
-                          ("degraded", replace(TIMGM6MB_OTHER_PITCHES, label="TimGM6mb, pitches no split uses, "
-                                               "+ noise + reverb", degrade=ROOM_NOISE, seed=1)),
-                          ("in-domain", ExtraSet("FluidR3, pitches no split uses", "instruments-unlabeled",
-                                                 "fluidr3")),
+               unlabeled=(("shifted", other_pitches("timgm6mb")), ("degraded", other_pitches("timgm6mb", degraded=True)),
+                          ("in-domain", other_pitches("fluidr3")),
                           # 3.2x the clips: the full size's 8 pitches x 2 velocities (none a valid or test
                           # pitch of the small size the experiments use; 55 and 67 are training pitches)
-                          ("shifted-full", replace(TIMGM6MB_OTHER_PITCHES, label="TimGM6mb, pitches no split uses "
-                                                   "(full size)", size="full")),
-                          ("in-domain-full", ExtraSet("FluidR3, pitches no split uses (full size)",
-                                                      "instruments-unlabeled", "fluidr3", size="full")),
-                          ("degraded-full", replace(TIMGM6MB_OTHER_PITCHES, label="TimGM6mb, pitches no split uses "
-                                                    "(full size), + noise + reverb", size="full", degrade=ROOM_NOISE,
-                                                    seed=1)))),
+                          ("shifted-full", other_pitches("timgm6mb", "full")),
+                          ("degraded-full", other_pitches("timgm6mb", "full", degraded=True)),
+                          ("in-domain-full", other_pitches("fluidr3", "full")))),
     Experiment("3-pitch", "pitch class: train FluidR3, test TimGM6mb", "whisper-tiny.en", "pitch"),
     Experiment("4-tagging", "multi-label instrument tagging (mAP)", "whisper-tiny.en", "tagging", task="tag"),
     Experiment("5-asr", "speech recognition, CTC on asr-tts (CER)", "whisper-tiny.en", "asr-tts", task="ctc",
@@ -195,13 +197,11 @@ TEACHER_OPTIONS = {
                                                         **_unlabeled("shifted", "degraded", "in-domain")},
     "extract+kd+augment+unlabeled-full+degraded+in-domain": {
         "kd": 1.0, "augment": DEFAULT_SPEC, **_unlabeled("shifted-full", "degraded-full", "in-domain-full")},
-    # the same, distilling the probe trained on augmented clips: a student copies its teacher's answers on
-    # degraded clips, wrong ones included, and that probe is the one that answers them better
-    "extract+kd+augment+unlabeled+degraded" + AUGMENTED_TEACHER: {"kd": 1.0, "augment": DEFAULT_SPEC,
-                                                                  **_unlabeled("shifted", "degraded")},
-    "extract+kd+augment+unlabeled+degraded+in-domain" + AUGMENTED_TEACHER: {
-        "kd": 1.0, "augment": DEFAULT_SPEC, **_unlabeled("shifted", "degraded", "in-domain")},
 }
+# the same options, distilling the probe trained on augmented clips: a student copies its teacher's answers
+# on degraded clips, wrong ones included, and that probe is the one that answers them better
+TEACHER_OPTIONS.update({m + AUGMENTED_TEACHER: TEACHER_OPTIONS[m] for m in (
+    "extract+kd+augment+unlabeled+degraded", "extract+kd+augment+unlabeled+degraded+in-domain")})
 # extraction methods: the ExtractConfig fields each changes from the protocol's extraction
 # (make robustness compares them; distillation weight 10 of the head-mix MSE, augmentation
 # data.augment's defaults)
@@ -262,13 +262,12 @@ def prepare_data(experiments, data_root: Path, size: str = "small") -> None:
     manifests of the extra test sets."""
     from subnet.data.recipes.registry import build_recipe
     sets = [x for e in experiments for x in (*e.extra_tests, *(x for _, x in e.unlabeled))]
-    needed = {ExtraSet(e.recipe, e.recipe) for e in experiments} | {ExtraSet(x.recipe, x.recipe, size=x.size)
-                                                                      for x in sets}
-    for x in sorted(needed, key=lambda x: (x.recipe, x.size or "")):
-        folder = x.folder(data_root)
+    needed = {data_root / e.recipe: (e.recipe, size) for e in experiments}  # folder -> (recipe, size)
+    needed |= {x.folder(data_root): (x.recipe, x.size or size) for x in sets}
+    for folder, (recipe, at) in sorted(needed.items()):
         if not (folder / "manifest.jsonl").is_file():
-            print(f"results: building dataset {x.recipe} ({x.size or size}) under {folder}", flush=True)
-            build_recipe(x.recipe, folder, seed=0, size=x.size or size, overwrite=True)
+            print(f"results: building dataset {recipe} ({at}) under {folder}", flush=True)
+            build_recipe(recipe, folder, seed=0, size=at, overwrite=True)
     for e in experiments:
         for x in (*e.extra_tests, *([e.shifted_valid] if e.shifted_valid else []), *(x for _, x in e.unlabeled)):
             prepare_test_set(x, data_root)

@@ -197,3 +197,13 @@ def test_a_set_of_another_size_is_built_beside(tmp_path, monkeypatch):
     assert sorted(built) == [("extra", "extra", "small"), ("extra", "extra-full", "full"), ("toy", "toy", "small")]
     rows = [json.loads(line) for line in exp.unlabeled[0][1].manifest(tmp_path).read_text().splitlines()]
     assert rows[0]["path"] == str((tmp_path / "extra-full" / "a.wav").resolve())
+
+
+def test_a_long_table_keeps_the_rows_of_other_sizes(tmp_path):
+    start, end = robustness.long_markers(robustness.LONG)
+    row = "| extract+kd | 0.44 | 60.8% | 0.436 +- 0.019 | 0.771 +- 0.039 | 0.127 +- 0.020 | 416 |"
+    heading = next(e for e in EXPERIMENTS if e.name == "2-instruments")
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text(f"{start}\n#### {heading.name}: {heading.title}\n\n| method | t |\n|---|---|\n{row}\n{end}\n")
+    robustness.main(["--out", str(tmp_path), "--doc", str(doc), "--long", "--table-only"])  # (no runs at t = 0.4)
+    assert row in doc.read_text()
